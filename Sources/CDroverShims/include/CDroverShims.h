@@ -1,0 +1,17 @@
+#ifndef DROVER_SHIMS_H
+#define DROVER_SHIMS_H
+
+// Linux calls that Swift's Glibc module does not expose (they sit behind _GNU_SOURCE),
+// wrapped so Swift can call them. Nothing else belongs here.
+
+/// pipe2(2) with O_CLOEXEC, so a pipe made on one thread never leaks into a child that
+/// another thread spawns at the same moment. Returns 0 or -1 with errno set.
+int drover_pipe_cloexec(int fds[2], int nonblocking);
+
+/// An eventfd(2), non-blocking and close-on-exec. Returns the fd or -1 with errno set.
+int drover_eventfd(void);
+
+/// Names the calling thread (at most 15 bytes are kept), for `top -H` and debuggers.
+void drover_set_thread_name(const char *name);
+
+#endif

@@ -1,0 +1,201 @@
+import DroverProtocol
+import Foundation
+import Logging
+import Synchronization
+import ZeroMQ
+
+/// The broker: one ROUTER endpoint for producers, workers and the controller.
+///
+/// Threads: ``run()`` owns the ROUTER socket and the ``Dispatcher`` on the calling thread;
+/// ``stop()`` may be called from any thread and wakes it through an eventfd.
+public final class Broker: Sendable {
+    public let options: BrokerOptions
+    private let logger: Logger
+    private let context: ZMQContext
+    private let wakeup = Wakeup()
+    private let stopping = Atomic<Bool>(false)
+
+    public init(options: BrokerOptions, context: ZMQContext = ZMQContext(), logger: Logger) {
+        self.options = options
+        self.context = context
+        self.logger = logger
+    }
+
+    /// Asks ``run()`` to return. Safe from any thread.
+    public func stop() {
+        stopping.store(true, ordering: .releasing)
+        wakeup.signal()
+    }
+
+    /// Binds and serves until ``stop()``. Throws when the endpoint cannot be bound.
+    public func run() throws {
+        let socket = try ZMQSocket(context, type: .router, linger: 0)
+        try socket.set(.routerMandatory(true))
+        try socket.set(.routerHandover(true))
+        try socket.set(.maxMessageSize(bytes: options.maxFrameBytes))
+        try socket.set(.sendHighWaterMark(BrokerOptions.sendHighWaterMark))
+        try socket.set(.receiveHighWaterMark(BrokerOptions.sendHighWaterMark))
+        try socket.set(.heartbeatInterval(milliseconds: options.heartbeatMilliseconds))
+        try socket.set(.heartbeatTimeout(milliseconds: options.heartbeatMilliseconds * options.liveness))
+        do {
+            try socket.bind(options.bind)
+        } catch where error == .addressInUse {
+            throw DroverError.cannotBind(options.bind, "the address is in use (is another broker running? pick another port with --bind)")
+        } catch {
+            throw DroverError.cannotBind(options.bind, error.reason)
+        }
+        let endpoint = try socket.lastEndpoint()
+        logger.info("broker listening", metadata: ["endpoint": "\(endpoint)", "max-item-bytes": "\(options.maxItemBytes)"])
+        if let path = options.readyFile { try writeReadyFile(path, lines: [endpoint]) }
+
+        var loop = BrokerLoop(options: options, socket: socket, logger: logger)
+        var poller = ZMQPoller()
+        let socketIndex = poller.add(socket)
+        let wakeIndex = poller.add(fileDescriptor: wakeup.fileDescriptor)
+        let heartbeat = Int64(options.heartbeatMilliseconds)
+        var nextTick = monotonicMilliseconds() + heartbeat
+
+        while !stopping.load(ordering: .acquiring) {
+            let ready = try poller.poll(timeout: Int(max(0, nextTick - monotonicMilliseconds())))
+            if ready[wakeIndex] { wakeup.clear() }
+            if ready[socketIndex] { try loop.receiveAvailable() }
+            let now = monotonicMilliseconds()
+            if now >= nextTick {
+                loop.tick(now: now)
+                nextTick = now + heartbeat
+            }
+            try loop.flush()
+        }
+        let held = loop.dispatcher.itemsHeld
+        logger.info("broker stopping", metadata: [
+            "items-held": "\(held)",
+            "note": "\(held == 0 ? "nothing held" : "this in-memory broker keeps no journal: the items it held are gone")",
+        ])
+        socket.close()
+    }
+}
+
+/// The broker's per-thread state: the socket, the dispatcher and the outbox. Lives on `run()`'s thread.
+struct BrokerLoop {
+    let options: BrokerOptions
+    let socket: ZMQSocket
+    let logger: Logger
+    var dispatcher: Dispatcher
+    /// Messages that met a full pipe (`EAGAIN`), retried on the next turn.
+    var backlog: [Outgoing] = []
+    var malformed = 0
+
+    init(options: BrokerOptions, socket: ZMQSocket, logger: Logger) {
+        self.options = options
+        self.socket = socket
+        self.logger = logger
+        self.dispatcher = Dispatcher(limits: .init(
+            maxItemBytes: options.maxItemBytes, maxItems: options.maxItems,
+            workerLivenessMilliseconds: Int64(options.heartbeatMilliseconds) * Int64(options.liveness)))
+    }
+
+    mutating func receiveAvailable() throws {
+        for _ in 0..<BrokerOptions.receiveBatch {
+            guard let frames = try socket.receive(dontWait: true) else { return }
+            handle(frames, now: monotonicMilliseconds())
+        }
+    }
+
+    mutating func handle(_ frames: [Frame], now: Int64) {
+        guard frames.count >= 2 else { return }  // a ROUTER always prepends the identity
+        let peer = frames[0]
+        let message: DroverMessage
+        do {
+            message = try Codec.decode(frames[1...])
+        } catch {
+            malformed += 1
+            if malformed <= 10 || malformed % 1000 == 0 {
+                logger.warning("dropped a malformed message", metadata: ["reason": "\(error.detail)", "malformed-total": "\(malformed)"])
+            }
+            send(peer, .error(error.wireCode, error.detail))
+            return
+        }
+        dispatcher.seen(peer, now: now)
+        switch message {
+        case .hello(let hello):
+            let known = dispatcher.isWorker(peer)
+            dispatcher.hello(from: peer, hello, now: now, heartbeatMilliseconds: UInt32(options.heartbeatMilliseconds))
+            if hello.role == .worker {
+                logger.info(known ? "worker registered again" : "worker joined", metadata: [
+                    "worker": "\(hello.name)", "queue": "\(hello.queue)", "threads": "\(hello.concurrency)"])
+            }
+        case .heartbeat:
+            if !dispatcher.isWorker(peer) { send(peer, .heartbeat) }
+        case .submit(let submit):
+            dispatcher.submit(from: peer, submit)
+        case .credit(let amount):
+            dispatcher.credit(from: peer, amount)
+        case .done(let credit, let outcomes):
+            dispatcher.done(from: peer, credit: credit, outcomes)
+        case .handBack(let refs):
+            dispatcher.handBack(from: peer, refs)
+            if !refs.isEmpty { logger.info("worker handed items back", metadata: ["items": "\(refs.count)"]) }
+        case .bye(let reason):
+            dispatcher.bye(from: peer, reason: reason, now: now)
+            if let last = dispatcher.departed.last, last.at == now {
+                logger.info("worker left", metadata: ["worker": "\(last.name)", "reason": "\(reason)", "completed": "\(last.completed)"])
+            }
+        case .fleet(let state):
+            if dispatcher.fleetState(from: peer, state) {
+                logger.notice("fleet state changed", metadata: ["state": "\(state)", "workers": "\(dispatcher.workerPeers.count)"])
+            }
+        case .statusRequest:
+            let status = dispatcher.status(now: now)
+            let json = (try? JSONEncoder().encode(status)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+            send(peer, .statusReply(json))
+        case .welcome, .error, .accepted, .rejected, .result, .deliver, .statusReply, .exitRequest, .exitProgress, .exitFinished:
+            send(peer, .error(.notAllowed, "the broker does not accept \(message.command) messages"))
+        }
+    }
+
+    mutating func tick(now: Int64) {
+        for name in dispatcher.expireSilentWorkers(now: now) {
+            logger.warning("worker silent past the liveness window; its items go back to the queue", metadata: ["worker": "\(name)"])
+        }
+        for peer in dispatcher.workerPeers { send(peer, .heartbeat) }
+    }
+
+    private mutating func send(_ peer: PeerID, _ message: DroverMessage) {
+        backlog.append(Outgoing(peer: peer, message: message))
+    }
+
+    /// Sends everything the dispatcher produced, plus earlier messages that met a full pipe.
+    mutating func flush() throws {
+        var pending = backlog + dispatcher.takeOutbox()
+        backlog.removeAll()
+        while !pending.isEmpty {
+            for out in pending { try sendNow(out) }
+            pending = dispatcher.takeOutbox()
+        }
+    }
+
+    private mutating func sendNow(_ out: Outgoing) throws {
+        let frames = [out.peer] + Codec.encode(out.message)
+        do {
+            if try socket.send(frames, dontWait: true) { return }
+            // The peer's pipe is full: keep the work, try again on the next turn.
+            if case .deliver(let deliveries) = out.message {
+                dispatcher.undelivered(to: out.peer, deliveries)
+            } else {
+                backlog.append(out)
+            }
+        } catch let error where error == .hostUnreachable {
+            if case .deliver(let deliveries) = out.message { dispatcher.undelivered(to: out.peer, deliveries) }
+            if dispatcher.unreachable(out.peer, now: monotonicMilliseconds()) {
+                logger.warning("worker unreachable; its items go back to the queue")
+            }
+        }
+    }
+}
+
+/// Writes `lines` to `path` atomically (a temporary file, then rename), so a reader never sees half.
+func writeReadyFile(_ path: String, lines: [String]) throws {
+    let temporary = path + ".tmp"
+    try (lines.joined(separator: "\n") + "\n").write(toFile: temporary, atomically: false, encoding: .utf8)
+    guard rename(temporary, path) == 0 else { throw DroverError.cannotWrite(path, String(cString: strerror(errno))) }
+}

@@ -1,0 +1,81 @@
+import DroverProtocol
+
+/// What `drover status` shows and what the controller reads during an exit: the broker's books,
+/// sent as JSON in a `status-reply` message (see docs/PROTOCOL.md).
+public struct BrokerStatus: Codable, Sendable, Equatable {
+    public struct Fleet: Codable, Sendable, Equatable {
+        public var phase: String
+        public var epoch: UInt64
+    }
+
+    public struct Queue: Codable, Sendable, Equatable {
+        public var name: String
+        public var queued: Int
+        public var leased: Int
+        public var workers: Int
+    }
+
+    public struct Worker: Codable, Sendable, Equatable {
+        public var name: String
+        public var queue: String
+        public var threads: Int
+        public var credit: Int
+        public var leased: Int
+        public var completed: Int
+        public var draining: Bool
+        public var silentMilliseconds: Int64
+    }
+
+    public struct Departed: Codable, Sendable, Equatable {
+        public var name: String
+        public var queue: String
+        /// `bye`, `silent` or `unreachable`.
+        public var how: String
+        /// The worker's own reason, for `bye`.
+        public var reason: String
+        public var completed: Int
+        public var itemsReturned: Int
+        /// Milliseconds since it left.
+        public var ago: Int64
+    }
+
+    public var fleet: Fleet
+    public var queues: [Queue]
+    public var workers: [Worker]
+    public var departed: [Departed]
+    public var counters: Dispatcher.Counters
+    public var itemsHeld: Int
+}
+
+extension Dispatcher {
+    /// A snapshot of the books, for `drover status` and the controller.
+    public func status(now: Int64) -> BrokerStatus {
+        var leasedByQueue: [String: Int] = [:]
+        for lease in leases.values { leasedByQueue[lease.item.queue, default: 0] += 1 }
+        var workersByQueue: [String: Int] = [:]
+        for record in workers.values { workersByQueue[record.queue, default: 0] += 1 }
+        let names = Set(queues.keys).union(workersByQueue.keys)
+        return BrokerStatus(
+            fleet: .init(phase: fleet.phase == .running ? "running" : "exiting", epoch: fleet.epoch),
+            queues: names.sorted().map { name in
+                .init(name: name, queued: queues[name]?.items.count ?? 0,
+                      leased: leasedByQueue[name] ?? 0, workers: workersByQueue[name] ?? 0)
+            },
+            workers: workers.values.sorted { $0.name < $1.name }.map { w in
+                .init(name: w.name, queue: w.queue, threads: w.concurrency, credit: w.credit, leased: w.leased.count,
+                      completed: w.completed, draining: w.draining, silentMilliseconds: now - w.lastSeen)
+            },
+            departed: departed.map { d in
+                let (how, reason): (String, String) = switch d.departure {
+                case .bye(let r): ("bye", r)
+                case .silent: ("silent", "")
+                case .unreachable: ("unreachable", "")
+                }
+                return .init(name: d.name, queue: d.queue, how: how, reason: reason, completed: d.completed,
+                             itemsReturned: d.itemsReturned, ago: now - d.at)
+            },
+            counters: counters,
+            itemsHeld: itemsHeld
+        )
+    }
+}

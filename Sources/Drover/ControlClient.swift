@@ -1,0 +1,107 @@
+import DroverProtocol
+import Foundation
+import Logging
+import ZeroMQ
+
+/// The client side of `drover exit` and `drover status`: one request, then the answers.
+///
+/// Not `Sendable`: it owns a socket and stays on the thread that made it.
+public final class ControlClient {
+    private let socket: ZMQSocket
+    private let endpoint: String
+    private let role: String
+    private let timeoutSeconds: Double
+
+    /// Connects to `endpoint`, the controller's command endpoint or the broker (named by `role`
+    /// in messages). `timeoutSeconds` bounds the wait for the first answer.
+    public init(endpoint: String, role: String, timeoutSeconds: Double, context: ZMQContext) throws {
+        if let problem = Endpoint.problem(endpoint, binding: false) { throw DroverError.badOption(problem) }
+        self.endpoint = endpoint
+        self.role = role
+        self.timeoutSeconds = timeoutSeconds
+        socket = try ZMQSocket(context, type: .dealer, linger: 500)
+        try socket.set(.immediate(true))
+        try socket.set(.maxMessageSize(bytes: 16 << 20))
+        try socket.connect(endpoint)
+    }
+
+    /// Sends `message` once the connection is up, or throws ``DroverError/anyUnreachable``.
+    private func sendWhenConnected(_ message: DroverMessage, hint: String) throws {
+        let limit = monotonicMilliseconds() + Int64(timeoutSeconds * 1000)
+        // With ZMQ_IMMEDIATE a send fails with EAGAIN until the TCP connection is made.
+        while !(try socket.send(Codec.encode(message), dontWait: true)) {
+            guard monotonicMilliseconds() < limit else {
+                throw DroverError.unreachable(role, endpoint, seconds: timeoutSeconds, hint: hint)
+            }
+            usleep(20_000)
+        }
+    }
+
+    /// Waits up to `milliseconds` for the next message.
+    private func next(within milliseconds: Int64, hint: String) throws -> DroverMessage {
+        var poller = ZMQPoller()
+        _ = poller.add(socket)
+        let limit = monotonicMilliseconds() + milliseconds
+        while true {
+            let left = limit - monotonicMilliseconds()
+            guard left > 0 else { throw DroverError.unreachable(role, endpoint, seconds: Double(milliseconds) / 1000, hint: hint) }
+            if try poller.poll(timeout: Int(left))[0], let frames = try socket.receive(dontWait: true) {
+                do {
+                    return try Codec.decode(frames)
+                } catch {
+                    throw DroverError.refused("the \(role) at \(endpoint) sent a message this drover cannot read: \(error.detail)")
+                }
+            }
+        }
+    }
+
+    /// Asks for the broker's status (from the broker itself or through the controller).
+    public func status() throws -> BrokerStatus {
+        let hint = "is `drover \(role)` running there?"
+        try sendWhenConnected(.statusRequest, hint: hint)
+        while true {
+            switch try next(within: Int64(timeoutSeconds * 1000), hint: hint) {
+            case .statusReply(let text):
+                guard let status = try? JSONDecoder().decode(BrokerStatus.self, from: Data(text.utf8)) else {
+                    throw DroverError.refused("the \(role) has no broker status yet (is the broker reachable from it?)")
+                }
+                return status
+            case .error(_, let text):
+                throw DroverError.refused("the \(role) refused: \(text)")
+            default:
+                continue
+            }
+        }
+    }
+
+    /// Asks the controller to shut the fleet down, calls `onEvent` with each progress event
+    /// (JSON fields) and returns the final report. With `wait` false, returns once the
+    /// controller has published the exit.
+    public func exit(deadlineMilliseconds: UInt32, wait: Bool,
+                     onEvent: ([String: String]) -> Void) throws -> (succeeded: Bool, report: [String: String]) {
+        let hint = "is `drover controller` running there, with --bind on that port?"
+        try sendWhenConnected(.exitRequest(deadlineMilliseconds: deadlineMilliseconds), hint: hint)
+        while true {
+            // The controller answers at once and then at least every heartbeat until it reports
+            // the end, so silence for the timeout means it has gone.
+            let message = try next(within: Int64(timeoutSeconds * 1000), hint: hint)
+            switch message {
+            case .exitProgress(let text):
+                let event = decodeFields(text)
+                if event["event"] == "waiting" { continue }
+                onEvent(event)
+                if !wait && event["event"] == "exit-published" { return (true, event) }
+            case .exitFinished(let ok, let text):
+                return (ok, decodeFields(text))
+            case .error(_, let text):
+                throw DroverError.refused("the controller refused the exit: \(text)")
+            default:
+                continue
+            }
+        }
+    }
+
+    private func decodeFields(_ text: String) -> [String: String] {
+        (try? JSONDecoder().decode([String: String].self, from: Data(text.utf8))) ?? ["raw": text]
+    }
+}

@@ -1,0 +1,138 @@
+import CDroverShims
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `--exec CMD`: runs `/bin/sh -c CMD` once per item, the process-per-item form for CPU-heavy
+/// or untrusted work. The item's bytes are the command's stdin; its stdout is the result; a
+/// non-zero exit fails the item with its stderr. The command also sees `DROVER_ITEM_ID`,
+/// `DROVER_ATTEMPT` and `DROVER_QUEUE` in its environment.
+public final class ExecHandler: WorkHandler {
+    public let command: String
+    /// Most bytes of stderr kept in a failure message.
+    static let maxErrorBytes = 2048
+    private let children = Mutex<Set<pid_t>>([])
+
+    public init(command: String) {
+        self.command = command
+    }
+
+    /// Checks that the command's program exists, so a typo fails at start-up rather than on
+    /// every item. Commands that start with shell syntax are not checked.
+    public static func check(_ command: String) throws {
+        let words = command.split(whereSeparator: { $0 == " " || $0 == "\t" })
+        guard let first = words.first.map(String.init) else {
+            throw DroverError.handlerUnavailable("--exec needs a command, for example --exec 'wc -c'")
+        }
+        if first.contains(where: { "$\"'`=(){}<>|;&".contains($0) }) { return }
+        let probe = try run(argv: ["/bin/sh", "-c", "command -v -- \"$1\" >/dev/null 2>&1", "sh", first], input: [], environment: [:])
+        guard probe.status == 0 else {
+            throw DroverError.handlerUnavailable(
+                "--exec command \"\(first)\" was not found (looked in PATH=\(ProcessInfo.processInfo.environment["PATH"] ?? "")); give a full path or install it")
+        }
+    }
+
+    public func handle(_ item: WorkItem) throws -> [UInt8] {
+        let env = ["DROVER_ITEM_ID": item.id.description, "DROVER_ATTEMPT": String(item.attempt), "DROVER_QUEUE": item.queue]
+        let outcome = try Self.run(argv: ["/bin/sh", "-c", command], input: item.payload, environment: env,
+                                   track: { pid, started in
+                                       self.children.withLock { if started { $0.insert(pid) } else { $0.remove(pid) } }
+                                   })
+        if outcome.status == 0 { return outcome.stdout }
+        var stderr = String(decoding: outcome.stderr.prefix(Self.maxErrorBytes), as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        if stderr.isEmpty { stderr = "(no stderr)" }
+        let how = outcome.status > 0 ? "exited with status \(outcome.status)" : "was killed by signal \(-outcome.status)"
+        throw HandlerFailure("command \(how): \(stderr)")
+    }
+
+    public func cancelRunning() {
+        for pid in children.withLock({ $0 }) { kill(pid, SIGKILL) }
+    }
+
+    struct Outcome {
+        /// Exit status, or minus the signal number.
+        var status: Int32
+        var stdout: [UInt8]
+        var stderr: [UInt8]
+    }
+
+    /// Spawns `argv`, feeds `input` to its stdin while reading stdout and stderr (all three at
+    /// once, so a child that writes a lot before reading cannot deadlock us), and waits for it.
+    static func run(argv: [String], input: [UInt8], environment: [String: String],
+                    track: (pid_t, Bool) -> Void = { _, _ in }) throws -> Outcome {
+        var stdinPipe: [Int32] = [-1, -1], stdoutPipe: [Int32] = [-1, -1], stderrPipe: [Int32] = [-1, -1]
+        guard drover_pipe_cloexec(&stdinPipe, 0) == 0, drover_pipe_cloexec(&stdoutPipe, 0) == 0,
+              drover_pipe_cloexec(&stderrPipe, 0) == 0 else {
+            throw HandlerFailure("cannot create pipes: \(String(cString: strerror(errno)))")
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, stdinPipe[0], 0)
+        posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
+
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        let cArgs = argv.map { strdup($0) } + [nil]
+        let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            cArgs.forEach { free($0) }
+            cEnv.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, argv[0], &actions, nil, cArgs, cEnv)
+        close(stdinPipe[0]); close(stdoutPipe[1]); close(stderrPipe[1])
+        guard rc == 0 else {
+            close(stdinPipe[1]); close(stdoutPipe[0]); close(stderrPipe[0])
+            throw HandlerFailure("cannot start \(argv[0]): \(String(cString: strerror(rc)))")
+        }
+        track(pid, true)
+        defer { track(pid, false) }
+
+        var out: [UInt8] = [], err: [UInt8] = []
+        var written = 0
+        var writeFD = stdinPipe[1]
+        if input.isEmpty { close(writeFD); writeFD = -1 }
+        var readOut = stdoutPipe[0], readErr = stderrPipe[0]
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while readOut >= 0 || readErr >= 0 {
+            var fds = [pollfd(fd: readOut, events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: readErr, events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: writeFD, events: Int16(POLLOUT), revents: 0)]
+            if poll(&fds, 3, -1) < 0 {
+                if errno == EINTR { continue }
+                break
+            }
+            if writeFD >= 0, fds[2].revents != 0 {
+                let n = input.withUnsafeBytes { write(writeFD, $0.baseAddress! + written, min($0.count - written, 65536)) }
+                if n > 0 { written += n }
+                // EPIPE: the command does not read its stdin; that is its business.
+                if n <= 0 && errno != EINTR && errno != EAGAIN || written == input.count {
+                    close(writeFD)
+                    writeFD = -1
+                }
+            }
+            for (index, fdRef) in [(0, readOut), (1, readErr)] where fdRef >= 0 && fds[index].revents != 0 {
+                let n = buffer.withUnsafeMutableBytes { read(fdRef, $0.baseAddress, $0.count) }
+                if n > 0 {
+                    if index == 0 { out += buffer[0..<n] } else { err += buffer[0..<n] }
+                } else if n == 0 || errno != EINTR {
+                    close(fdRef)
+                    if index == 0 { readOut = -1 } else { readErr = -1 }
+                }
+            }
+        }
+        if writeFD >= 0 { close(writeFD) }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        // WIFEXITED / WEXITSTATUS are macros Swift cannot call.
+        let termSignal = status & 0x7f
+        let code = termSignal == 0 ? (status >> 8) & 0xff : -termSignal
+        return Outcome(status: code, stdout: out, stderr: err)
+    }
+}

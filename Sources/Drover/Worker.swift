@@ -1,0 +1,111 @@
+import DroverPool
+import DroverProtocol
+import Foundation
+import Logging
+import Synchronization
+import ZeroMQ
+
+/// A worker process's engine: one I/O thread that owns the broker socket (and the controller
+/// subscription), and a ``HandlerPool`` whose threads run the handler.
+///
+/// Threads: ``run()`` is the I/O thread. Handler threads put outcomes in a mailbox and wake it
+/// through an eventfd; ``drain(reason:)`` and ``stopNow()`` do the same from any thread.
+public final class Worker: Sendable {
+    public let options: WorkerOptions
+    let handler: any WorkHandler
+    let logger: Logger
+    let context: ZMQContext
+    let wakeup = Wakeup()
+    let mailbox = Mutex(Mailbox())
+
+    /// What other threads leave for the I/O thread.
+    struct Mailbox {
+        var outcomes: [ItemOutcome] = []
+        var drainRequested: String? = nil
+        var stopRequested = false
+    }
+
+    public init(options: WorkerOptions, handler: any WorkHandler, context: ZMQContext = ZMQContext(), logger: Logger) {
+        self.options = options
+        self.handler = handler
+        self.context = context
+        self.logger = logger
+    }
+
+    /// A worker whose handler is `body`, run on the handler threads.
+    public convenience init(options: WorkerOptions, logger: Logger,
+                            handler body: @escaping @Sendable (WorkItem) throws -> [UInt8]) {
+        self.init(options: options, handler: ClosureHandler(body), logger: logger)
+    }
+
+    /// Starts draining: no more work, unstarted items handed back, running ones finished.
+    /// What SIGTERM does. Safe from any thread.
+    public func drain(reason: String) {
+        mailbox.withLock { if $0.drainRequested == nil { $0.drainRequested = reason } }
+        wakeup.signal()
+    }
+
+    /// Stops at once; the broker redelivers whatever this worker held. What a second SIGTERM does.
+    public func stopNow() {
+        mailbox.withLock { $0.stopRequested = true }
+        wakeup.signal()
+    }
+
+    /// Serves until the fleet exits, the worker is drained, or ``stopNow()``; blocks the calling thread.
+    public func run() throws -> WorkerExit {
+        if let problem = Endpoint.problem(options.broker, binding: false) { throw DroverError.badOption("--broker: \(problem)") }
+        if let control = options.control, let problem = Endpoint.problem(control, binding: false) {
+            throw DroverError.badOption("--control: \(problem)")
+        }
+        if let problem = Dispatcher.queueNameProblem(options.queue) { throw DroverError.badOption("--queue: \(problem)") }
+        guard options.threads > 0, options.lookahead >= 0 else { throw DroverError.badOption("--threads must be at least 1 and --lookahead at least 0") }
+
+        let broker = try ZMQSocket(context, type: .dealer, linger: 1000)
+        var routingID: [UInt8] = Array("w-".utf8)
+        for _ in 0..<12 { routingID.append(UInt8.random(in: 0...255)) }
+        try broker.set(.routingID(routingID))
+        try broker.set(.immediate(true))
+        try broker.set(.reconnectInterval(milliseconds: 100))
+        try broker.set(.reconnectIntervalMax(milliseconds: 2000))
+        try broker.set(.heartbeatInterval(milliseconds: options.heartbeatMilliseconds))
+        try broker.set(.heartbeatTimeout(milliseconds: options.heartbeatMilliseconds * options.liveness))
+        try broker.set(.maxMessageSize(bytes: 64 << 20))
+        try broker.connect(options.broker)
+
+        var control: ZMQSocket? = nil
+        if let endpoint = options.control {
+            let sub = try ZMQSocket(context, type: .sub, linger: 0)
+            try sub.set(.subscribe([]))
+            try sub.set(.reconnectIntervalMax(milliseconds: 2000))
+            try sub.set(.maxMessageSize(bytes: 4096))
+            try sub.connect(endpoint)
+            control = sub
+        }
+
+        let pool = HandlerPool<Delivery>(threads: options.threads, capacity: options.capacity, name: "drover-handler") {
+            [self, queue = options.queue] delivery in
+            let item = WorkItem(id: delivery.id, attempt: delivery.attempt, queue: queue, payload: delivery.payload)
+            let outcome: ItemOutcome
+            do {
+                outcome = ItemOutcome(id: item.id, attempt: item.attempt, status: .succeeded, payload: try self.handler.handle(item))
+            } catch {
+                outcome = ItemOutcome(id: item.id, attempt: item.attempt, status: .failed, payload: Array("\(error)".utf8))
+            }
+            let wasEmpty = self.mailbox.withLock { box in
+                box.outcomes.append(outcome)
+                return box.outcomes.count == 1
+            }
+            if wasEmpty { self.wakeup.signal() }
+        }
+
+        var loop = WorkerLoop(worker: self, broker: broker, control: control, pool: pool)
+        let exit = try loop.run()
+        broker.close()
+        control?.close()
+        switch exit {
+        case .drained: pool.join()
+        case .deadlinePassed, .stopped: pool.close()  // handler threads may be stuck; the process ends them
+        }
+        return exit
+    }
+}

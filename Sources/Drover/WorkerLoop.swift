@@ -1,0 +1,256 @@
+import DroverPool
+import DroverProtocol
+import Logging
+import ZeroMQ
+
+/// The worker's I/O thread state. Lives on ``Worker/run()``'s thread with the sockets it uses.
+struct WorkerLoop {
+    /// Where the worker is in its life. Registration with the broker is tracked apart
+    /// (`registered`), since a worker may lose and regain the broker in any phase.
+    enum Phase {
+        /// Granting credit and running items.
+        case serving
+        /// No new work; running items finish until `deadline` (monotonic ms).
+        case draining(deadline: Int64, reason: String)
+        /// Goodbye sent at `since`; waiting for the broker's acknowledgement.
+        case leaving(since: Int64, exit: WorkerExit)
+    }
+
+    let worker: Worker
+    let broker: ZMQSocket
+    let control: ZMQSocket?
+    let pool: HandlerPool<Delivery>
+    var logger: Logger { worker.logger }
+    var options: WorkerOptions { worker.options }
+
+    var phase = Phase.serving
+    var registered = false
+    var wroteReadyFile = false
+    /// Deliveries handed to the pool and not yet finished: id → attempt.
+    var inPool: [ItemID: UInt32] = [:]
+    /// Outcomes the broker has not taken yet (it was unreachable when they finished).
+    var unsentOutcomes: [ItemOutcome] = []
+    var fleetEpoch: UInt64 = 0
+    var lastSent: Int64 = 0
+    var lastHeard: Int64 = 0
+    var lastHello: Int64 = 0
+    var lastWarned: Int64 = 0
+    let startedAt = monotonicMilliseconds()
+
+    var heartbeat: Int64 { Int64(options.heartbeatMilliseconds) }
+    var liveness: Int64 { heartbeat * Int64(options.liveness) }
+    /// How often `hello` is offered while unregistered. With ZMQ_IMMEDIATE an offer made before
+    /// the TCP connection is up is refused locally (nothing goes on the wire), so this only
+    /// bounds how soon after connecting the worker registers.
+    static let helloRetryMilliseconds: Int64 = 100
+    /// Warn about an unreachable broker this often.
+    static let warnEveryMilliseconds: Int64 = 5000
+
+    init(worker: Worker, broker: ZMQSocket, control: ZMQSocket?, pool: HandlerPool<Delivery>) {
+        self.worker = worker
+        self.broker = broker
+        self.control = control
+        self.pool = pool
+    }
+
+    mutating func run() throws -> WorkerExit {
+        var poller = ZMQPoller()
+        let brokerIndex = poller.add(broker)
+        let controlIndex = control.map { poller.add($0) }
+        let wakeIndex = poller.add(fileDescriptor: worker.wakeup.fileDescriptor)
+        sayHello(now: monotonicMilliseconds())
+
+        while true {
+            let ready = try poller.poll(timeout: 100)
+            let now = monotonicMilliseconds()
+            if ready[wakeIndex] {
+                worker.wakeup.clear()
+                let box = worker.mailbox.withLock { box in
+                    defer { box.outcomes.removeAll(keepingCapacity: true) }
+                    return box
+                }
+                if box.stopRequested {
+                    // Saying goodbye without waiting lets the broker redeliver at once.
+                    _ = send(.bye("stopped at once"), now: now)
+                    logger.warning("worker stopping at once; the broker redelivers its items", metadata: ["items": "\(inPool.count)"])
+                    return .stopped
+                }
+                if !box.outcomes.isEmpty { finished(box.outcomes, now: now) }
+                if let reason = box.drainRequested { beginDrain(reason: reason, deadline: options.drainDeadlineMilliseconds, now: now) }
+            }
+            if ready[brokerIndex] {
+                while let frames = try broker.receive(dontWait: true) {
+                    if let exit = handleBroker(frames, now: now) { return exit }
+                }
+            }
+            if let controlIndex, ready[controlIndex], let control {
+                while let frames = try control.receive(dontWait: true) {
+                    if case .fleet(let state)? = try? Codec.decode(frames) { applyFleet(state, from: "controller", now: now) }
+                }
+            }
+            if let exit = timers(now: monotonicMilliseconds()) { return exit }
+        }
+    }
+
+    // MARK: Messages from the broker
+
+    mutating func handleBroker(_ frames: [Frame], now: Int64) -> WorkerExit? {
+        lastHeard = now
+        let message: DroverMessage
+        do {
+            message = try Codec.decode(frames)
+        } catch {
+            logger.warning("dropped a malformed message from the broker", metadata: ["reason": "\(error.detail)"])
+            return nil
+        }
+        switch message {
+        case .welcome(let welcome):
+            registered = true
+            logger.info("registered with the broker", metadata: ["broker": "\(options.broker)", "queue": "\(options.queue)", "threads": "\(options.threads)"])
+            if !wroteReadyFile, let path = options.readyFile {
+                wroteReadyFile = true
+                try? writeReadyFile(path, lines: [options.name])
+            }
+            if !unsentOutcomes.isEmpty {
+                let outcomes = unsentOutcomes
+                unsentOutcomes.removeAll()
+                finished(outcomes, now: now)
+            }
+            switch phase {
+            case .serving:
+                let free = options.capacity - inPool.count
+                if free > 0 { _ = send(.credit(UInt32(free)), now: now) }
+            case .draining:
+                _ = send(.handBack([]), now: now)  // tells this broker we take no work
+            case .leaving(_, let exit):
+                if case .drained(let reason) = exit { _ = send(.bye(reason), now: now) }
+            }
+            applyFleet(welcome.fleet, from: "broker", now: now)
+        case .deliver(let deliveries):
+            var refused: [DeliveryRef] = []
+            for d in deliveries {
+                if case .serving = phase, pool.submit(d) {
+                    inPool[d.id] = d.attempt
+                } else {
+                    refused.append(DeliveryRef(id: d.id, attempt: d.attempt))
+                }
+            }
+            if !refused.isEmpty {
+                if case .serving = phase {
+                    logger.error("the broker sent more items than this worker's credit; handing them back", metadata: ["items": "\(refused.count)"])
+                }
+                _ = send(.handBack(refused), now: now)
+            }
+        case .fleet(let state):
+            applyFleet(state, from: "broker", now: now)
+        case .heartbeat:
+            break
+        case .bye:
+            if case .leaving(_, let exit) = phase { return exit }
+        case .error(let code, let text):
+            if code == .unknownPeer {
+                logger.warning("the broker does not know this worker (restarted?); registering again")
+                registered = false
+                sayHello(now: now)
+            } else {
+                logger.error("the broker refused a message", metadata: ["code": "\(code)", "reason": "\(text)"])
+            }
+        case .hello, .submit, .accepted, .rejected, .result, .credit, .done, .handBack,
+             .statusRequest, .statusReply, .exitRequest, .exitProgress, .exitFinished:
+            logger.warning("ignored an unexpected message from the broker", metadata: ["command": "\(message.command)"])
+        }
+        return nil
+    }
+
+    // MARK: Work
+
+    mutating func finished(_ outcomes: [ItemOutcome], now: Int64) {
+        for o in outcomes where inPool[o.id] == o.attempt { inPool[o.id] = nil }
+        let credit: UInt32 = if case .serving = phase { UInt32(outcomes.count) } else { 0 }
+        if !registered || !send(.done(credit: credit, outcomes), now: now) {
+            unsentOutcomes += outcomes
+        }
+    }
+
+    mutating func applyFleet(_ state: FleetState, from source: String, now: Int64) {
+        guard state.epoch > fleetEpoch else { return }
+        fleetEpoch = state.epoch
+        if state.phase == .exiting {
+            beginDrain(reason: "fleet exit (epoch \(state.epoch), from the \(source))", deadline: state.deadlineMilliseconds, now: now)
+        }
+    }
+
+    mutating func beginDrain(reason: String, deadline: UInt32, now: Int64) {
+        guard case .serving = phase else { return }
+        let unstarted = pool.takeUnstarted()
+        for d in unstarted { inPool[d.id] = nil }
+        phase = .draining(deadline: now + Int64(deadline), reason: reason)
+        logger.notice("draining", metadata: ["reason": "\(reason)", "handing-back": "\(unstarted.count)",
+                                             "running": "\(inPool.count)", "deadline-ms": "\(deadline)"])
+        if registered { _ = send(.handBack(unstarted.map { DeliveryRef(id: $0.id, attempt: $0.attempt) }), now: now) }
+    }
+
+    // MARK: Timers
+
+    mutating func timers(now: Int64) -> WorkerExit? {
+        if !registered {
+            if now - lastHello >= Self.helloRetryMilliseconds { sayHello(now: now) }
+            if now - startedAt >= 3000, now - lastWarned >= Self.warnEveryMilliseconds {
+                lastWarned = now
+                logger.warning("cannot reach the broker; still trying", metadata: ["broker": "\(options.broker)"])
+            }
+        } else if now - lastHeard > liveness {
+            logger.warning("the broker has been silent past the liveness window; registering again",
+                           metadata: ["silent-ms": "\(now - lastHeard)"])
+            registered = false
+            sayHello(now: now)
+        } else if now - lastSent >= heartbeat {
+            _ = send(.heartbeat, now: now)
+        }
+
+        switch phase {
+        case .serving:
+            return nil
+        case .draining(let deadline, let reason):
+            if inPool.isEmpty {
+                leave(.drained(reason: reason), byeReason: reason, now: now)
+            } else if now >= deadline {
+                let abandoned = inPool.map { DeliveryRef(id: $0.key, attempt: $0.value) }
+                logger.warning("drain deadline passed; handing running items back and stopping them",
+                               metadata: ["items": "\(abandoned.count)"])
+                worker.handler.cancelRunning()
+                if registered { _ = send(.handBack(abandoned), now: now) }
+                leave(.deadlinePassed(abandoned: abandoned.count), byeReason: "drain deadline passed", now: now)
+            }
+            return nil
+        case .leaving(let since, let exit):
+            if now - since > 2 * heartbeat {
+                logger.warning("the broker did not acknowledge this worker's goodbye; exiting anyway")
+                return exit
+            }
+            return nil
+        }
+    }
+
+    mutating func leave(_ exit: WorkerExit, byeReason: String, now: Int64) {
+        phase = .leaving(since: now, exit: exit)
+        if registered { _ = send(.bye(byeReason), now: now) }
+    }
+
+    mutating func sayHello(now: Int64) {
+        lastHello = now
+        _ = send(.hello(Hello(role: .worker, name: options.name, queue: options.queue, concurrency: UInt32(options.threads))), now: now)
+    }
+
+    /// Sends without blocking; `false` when the broker is not connected or its pipe is full.
+    mutating func send(_ message: DroverMessage, now: Int64) -> Bool {
+        do {
+            let sent = try broker.send(Codec.encode(message), dontWait: true)
+            if sent { lastSent = now }
+            return sent
+        } catch {
+            logger.error("send to the broker failed", metadata: ["error": "\(error)"])
+            return false
+        }
+    }
+}

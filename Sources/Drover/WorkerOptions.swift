@@ -1,0 +1,56 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How a ``Worker`` runs. Every property has a documented default.
+public struct WorkerOptions: Sendable {
+    /// The broker to take items from, for example `tcp://broker-host:5555`.
+    public var broker: String
+    /// The controller's publish endpoint (`tcp://HOST:5556`), or `nil` to learn fleet state from
+    /// the broker alone. Either path is enough; both make exit reach a worker sooner.
+    public var control: String? = nil
+    /// The queue to serve. Default `default`.
+    public var queue = "default"
+    /// Handler threads. Default 2, this machine's core count; raise it for handlers that wait on I/O.
+    public var threads = 2
+    /// Items held ready beyond one per thread, so a thread that finishes finds its next item
+    /// without a round trip to the broker. Default 1: enough to hide the round trip on a LAN,
+    /// small enough that little work waits behind a busy worker.
+    public var lookahead = 1
+    /// The name shown in logs, `drover status` and exit progress. Default `HOST:PID`.
+    public var name = defaultWorkerName()
+    /// Heartbeat interval towards the broker, in milliseconds. Default 1000.
+    public var heartbeatMilliseconds: Int32 = 1000
+    /// Heartbeat intervals of broker silence before the worker registers again. Default 3.
+    public var liveness: Int32 = 3
+    /// How long a drain started by SIGTERM may let running items finish, in milliseconds.
+    /// A fleet exit carries its own deadline. Default 30 s.
+    public var drainDeadlineMilliseconds: UInt32 = 30_000
+    /// A file to write once the worker is registered with the broker (for scripts and tests).
+    public var readyFile: String? = nil
+
+    public init(broker: String) {
+        self.broker = broker
+    }
+
+    /// Credit the worker grants when idle: one per thread plus the lookahead.
+    var capacity: Int { threads + lookahead }
+}
+
+/// `HOST:PID`.
+public func defaultWorkerName() -> String {
+    var buffer = [CChar](repeating: 0, count: 256)
+    gethostname(&buffer, buffer.count)
+    let host = String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    return "\(host):\(getpid())"
+}
+
+/// How a worker's run ended.
+public enum WorkerExit: Sendable, Equatable {
+    /// Every running item finished and the broker acknowledged the goodbye.
+    case drained(reason: String)
+    /// The drain deadline passed: `abandoned` running items were handed back for redelivery.
+    case deadlinePassed(abandoned: Int)
+    /// Stopped at once (a second SIGTERM); the broker redelivers what was leased.
+    case stopped
+}

@@ -1,0 +1,96 @@
+import ArgumentParser
+import Drover
+import DroverProtocol
+import Foundation
+import ZeroMQ
+
+struct SendCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "send",
+        abstract: "Send items to the broker: from arguments, from --file (one per line), or from stdin (one per line).",
+        discussion: """
+        Returns once the broker has accepted every item; with --wait, once every item has an
+        outcome, printing each result on stdout (errors on stderr) and exiting 1 if any failed.
+
+        Examples:
+          drover send --broker tcp://127.0.0.1:5555 --wait hello world
+          seq 1 100000 | drover send --broker tcp://broker-host:5555 --queue numbers
+          drover send --broker tcp://broker-host:5555 --file jobs.txt --wait > results.txt
+        """
+    )
+
+    @Option(help: "The broker to send to.")
+    var broker: String
+
+    @Option(help: "The queue to send to.")
+    var queue = "default"
+
+    @Flag(help: "Wait for each item's outcome and print it.")
+    var wait = false
+
+    @Option(help: "Read items from this file, one per line.")
+    var file: String?
+
+    @Option(help: "Seconds to wait for the broker's first answer.")
+    var timeout: Double = 5
+
+    @Argument(help: "Items to send. Without items or --file, items are read from stdin.")
+    var items: [String] = []
+
+    @OptionGroup var global: GlobalOptions
+
+    func validate() throws {
+        try validateEndpoint(broker, flag: "--broker", binding: false)
+        if let problem = Dispatcher.queueNameProblem(queue) { throw ValidationError("--queue: \(problem)") }
+        if file != nil && !items.isEmpty { throw ValidationError("give items as arguments or with --file, not both") }
+        guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+    }
+
+    func run() throws {
+        let logger = global.makeLogger(role: "send")
+        var options = ProducerOptions(broker: broker)
+        options.queue = queue
+        options.waitForResults = wait
+        options.connectTimeoutSeconds = timeout
+        let producer = try Producer(options: options, context: ZMQContext(), logger: logger)
+        defer { producer.close() }
+
+        let input: AnySequence<[UInt8]>
+        if let file {
+            input = AnySequence(try LineReader(path: file))
+        } else if !items.isEmpty {
+            input = AnySequence(items.map { Array($0.utf8) })
+        } else {
+            if isatty(STDIN_FILENO) != 0 { writeError("reading items from stdin, one per line; end with Ctrl-D\n") }
+            input = AnySequence(LineReader())
+        }
+
+        let showProgress = isatty(STDERR_FILENO) != 0
+        var failures = 0
+        let summary = try producer.send(input, onOutcome: { index, outcome in
+            switch outcome.status {
+            case .succeeded:
+                var line = outcome.payload
+                if line.last != UInt8(ascii: "\n") { line.append(UInt8(ascii: "\n")) }
+                writeOutput(line)
+            case .failed:
+                failures += 1
+                let text = String(decoding: outcome.payload, as: UTF8.self)
+                writeError("\(showProgress ? "\r\u{1B}[K" : "")item \(index + 1) failed (attempt \(outcome.attempt)): \(text)\n")
+            }
+        }, onProgress: showProgress ? { p in
+            writeError("\r\u{1B}[Kread \(p.read), accepted \(p.accepted)\(wait ? ", finished \(p.finished)" : "")")
+        } : nil)
+        if showProgress { writeError("\r\u{1B}[K") }
+
+        for (index, reason) in summary.rejected.sorted(by: { $0.key < $1.key }).prefix(20) {
+            writeError("item \(index + 1) was not accepted: \(reason)\n")
+        }
+        if summary.rejected.count > 20 { writeError("… and \(summary.rejected.count - 20) more items were not accepted\n") }
+        var line = "\(summary.read) items: \(summary.accepted) accepted by \(broker) on queue \"\(queue)\""
+        if !summary.rejected.isEmpty { line += ", \(summary.rejected.count) not accepted" }
+        if wait { line += "; \(summary.succeeded) succeeded, \(summary.failed) failed" }
+        writeError(line + "\n")
+        if !summary.rejected.isEmpty || summary.failed > 0 { throw ExitCode.failure }
+    }
+}

@@ -1,0 +1,58 @@
+import ArgumentParser
+import Drover
+import Foundation
+import ZeroMQ
+
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show the fleet: queues, workers and counters, from the broker (or through the controller).",
+        discussion: """
+        Examples:
+          drover status --broker tcp://broker-host:5555
+          drover status --controller tcp://controller-host:5557 --json
+        """
+    )
+
+    @Option(help: "Ask the broker directly.")
+    var broker: String?
+
+    @Option(help: "Ask the controller (its --bind), which relays the broker's last status.")
+    var controller: String?
+
+    @Flag(help: "Print the status as JSON.")
+    var json = false
+
+    @Option(help: "Seconds to wait for an answer.")
+    var timeout: Double = 5
+
+    @OptionGroup var global: GlobalOptions
+
+    func validate() throws {
+        guard (broker == nil) != (controller == nil) else { throw ValidationError("give one of --broker or --controller") }
+        if let broker { try validateEndpoint(broker, flag: "--broker", binding: false) }
+        if let controller { try validateEndpoint(controller, flag: "--controller", binding: false) }
+    }
+
+    func run() throws {
+        _ = global.makeLogger(role: "status")
+        let client = try ControlClient(endpoint: broker ?? controller!, role: broker != nil ? "broker" : "controller",
+                                       timeoutSeconds: timeout, context: ZMQContext())
+        let status = try client.status()
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            writeOutput(String(decoding: try encoder.encode(status), as: UTF8.self))
+            return
+        }
+        writeOutput("fleet: \(status.fleet.phase) (epoch \(status.fleet.epoch)); \(status.itemsHeld) items held")
+        writeOutput("queues:")
+        for q in status.queues { writeOutput("  \(q.name): \(q.queued) queued, \(q.leased) running, \(q.workers) workers") }
+        writeOutput("workers:")
+        for w in status.workers {
+            writeOutput("  \(w.name) on \(w.queue): \(w.threads) threads, \(w.leased) leased, \(w.completed) completed\(w.draining ? ", draining" : "")")
+        }
+        let c = status.counters
+        writeOutput("counters: accepted \(c.accepted), completed \(c.completed), failed \(c.failed), rejected \(c.rejected), handed back \(c.handedBack), stale outcomes \(c.staleOutcomes)")
+    }
+}

@@ -1,0 +1,172 @@
+import ArgumentParser
+import Drover
+import Foundation
+import Synchronization
+import ZeroMQ
+
+struct UpCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "up",
+        abstract: "Start a whole fleet on this machine: a broker, a controller and N workers, as child processes.",
+        discussion: """
+        Prints the endpoints and the commands to use them. Ctrl-C (or `drover exit` from
+        another terminal) shuts the fleet down in order: workers drain and exit, then the
+        controller and the broker stop. A second Ctrl-C stops everything at once.
+
+        Examples:
+          drover up --workers 2 --threads 2 --exec 'tr a-z A-Z'
+          drover up --workers 4 --echo --base-port 6000
+        """
+    )
+
+    @Option(help: "Worker processes to start.")
+    var workers = 2
+
+    @Option(help: "Handler threads per worker.")
+    var threads = 2
+
+    @Option(help: "Shell command each worker runs per item (see `drover worker --help`).")
+    var exec: String?
+
+    @Flag(help: "Workers return and print each item.")
+    var echo = false
+
+    @Option(help: "The queue workers serve.")
+    var queue = "default"
+
+    @Option(help: "Broker port; the controller uses the next two. 0 lets the OS pick free ports.")
+    var basePort = 5555
+
+    @Option(help: "Address to bind on. Use 0.0.0.0 to let workers on other hosts join.")
+    var host = "127.0.0.1"
+
+    @Option(help: "Seconds workers may spend finishing running items when the fleet exits.")
+    var deadline: Double = 30
+
+    @Option(help: "Write the endpoints (broker, controller publish, controller commands) to this file once the fleet is up.")
+    var readyFile: String?
+
+    @OptionGroup var global: GlobalOptions
+
+    func validate() throws {
+        guard (exec != nil) != echo else { throw ValidationError("give exactly one handler: --exec 'COMMAND' or --echo") }
+        guard (1...256).contains(workers) else { throw ValidationError("--workers must be between 1 and 256") }
+        guard (1...1024).contains(threads) else { throw ValidationError("--threads must be between 1 and 1024") }
+        guard basePort == 0 || (1...65533).contains(basePort) else { throw ValidationError("--base-port must be 0 or between 1 and 65533") }
+    }
+
+    func run() throws {
+        let logger = global.makeLogger(role: "up")
+        if let exec { try ExecHandler.check(exec) }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("drover-up-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        func port(_ offset: Int) -> String { basePort == 0 ? "*" : String(basePort + offset) }
+        let connectHost = host == "0.0.0.0" || host == "*" ? "127.0.0.1" : host
+        var children: [ChildProcess] = []
+        let stopAll = { (children: [ChildProcess]) in for child in children.reversed() { child.stop(within: 5) } }
+
+        // Broker, then controller, then workers: each waits for the one before to be listening.
+        let broker = try ChildProcess(role: "broker", arguments: ["broker", "--bind", "tcp://\(host):\(port(0))",
+                                                                  "--ready-file", "\(directory)/broker"] + global.childArguments)
+        children.append(broker)
+        let brokerEndpoint: String
+        let publishEndpoint: String
+        let commandEndpoint: String
+        var workerProcesses: [ChildProcess] = []
+        do {
+            brokerEndpoint = reachable(try waitForReadyFile("\(directory)/broker", child: broker, seconds: 10)[0], host: connectHost)
+            let controller = try ChildProcess(role: "controller", arguments: [
+                "controller", "--broker", brokerEndpoint, "--publish", "tcp://\(host):\(port(1))",
+                "--bind", "tcp://\(host):\(port(2))", "--ready-file", "\(directory)/controller"] + global.childArguments)
+            children.append(controller)
+            let lines = try waitForReadyFile("\(directory)/controller", child: controller, seconds: 10)
+            publishEndpoint = reachable(lines[0], host: connectHost)
+            commandEndpoint = reachable(lines[1], host: connectHost)
+            for index in 1...workers {
+                var arguments = ["worker", "--broker", brokerEndpoint, "--control", publishEndpoint, "--queue", queue,
+                                 "--threads", String(threads), "--name", "worker-\(index)", "--drain-deadline", String(deadline),
+                                 "--ready-file", "\(directory)/worker-\(index)"]
+                arguments += exec.map { ["--exec", $0] } ?? ["--echo"]
+                let worker = try ChildProcess(role: "worker-\(index)", arguments: arguments + global.childArguments)
+                children.append(worker)
+                workerProcesses.append(worker)
+            }
+            for (index, worker) in workerProcesses.enumerated() {
+                _ = try waitForReadyFile("\(directory)/worker-\(index + 1)", child: worker, seconds: 15)
+            }
+        } catch {
+            stopAll(children)
+            throw error
+        }
+
+        let handler = exec.map { "--exec '\($0)'" } ?? "--echo"
+        writeOutput("""
+        drover fleet is up: \(workers) workers × \(threads) threads (\(handler)) on queue "\(queue)"
+          broker               \(brokerEndpoint)
+          controller publish   \(publishEndpoint)
+          controller commands  \(commandEndpoint)
+        try:
+          drover send --broker \(brokerEndpoint) --queue \(queue) --wait hello world
+          drover status --broker \(brokerEndpoint)
+          drover exit --controller \(commandEndpoint)      (or Ctrl-C here)
+        """)
+                if let readyFile { try writeLines(readyFile, [brokerEndpoint, publishEndpoint, commandEndpoint]) }
+
+        let signals = Mutex(0)
+        let relay = SignalRelay { _, count in signals.withLock { $0 = count } }
+        var exitRequested = false
+        var failed = false
+        defer { withExtendedLifetime(relay) {} }
+        while workerProcesses.contains(where: \.running) {
+            let count = signals.withLock { $0 }
+            if count >= 2 {
+                logger.warning("second signal: stopping every process at once")
+                for child in children { child.signal(SIGKILL) }
+                stopAll(children)
+                throw ExitCode(130)
+            }
+            if count == 1 && !exitRequested {
+                exitRequested = true
+                logger.notice("shutting the fleet down (Ctrl-C again to stop at once)")
+                // Runs on a thread of its own so that a second Ctrl-C is still seen here.
+                let deadlineMs = UInt32(deadline * 1000)
+                Thread.detachNewThread {
+                    do {
+                        let client = try ControlClient(endpoint: commandEndpoint, role: "controller", timeoutSeconds: 5, context: ZMQContext())
+                        let result = try client.exit(deadlineMilliseconds: deadlineMs, wait: true) { event in
+                            if event["event"] == "worker-exited" { logger.info("worker exited", metadata: ["worker": "\(event["worker"] ?? "?")", "completed": "\(event["completed"] ?? "0")"]) }
+                        }
+                        if !result.succeeded { logger.error("fleet exit incomplete", metadata: ["report": "\(result.report)"]) }
+                    } catch {
+                        logger.error("could not ask the controller to exit", metadata: ["error": "\(error)"])
+                    }
+                }
+            }
+            for child in children.prefix(2) where !child.running {
+                logger.error("\(child.role) exited unexpectedly; stopping the fleet", metadata: ["status": "\(child.poll() ?? -1)"])
+                stopAll(children)
+                throw ExitCode.failure
+            }
+            usleep(50_000)
+        }
+        for worker in workerProcesses where worker.poll() != 0 {
+            failed = true
+            logger.warning("\(worker.role) exited with status \(worker.poll() ?? -1)")
+        }
+        stopAll(Array(children.prefix(2)))
+        writeOutput("drover fleet is down")
+        if failed { throw ExitCode.failure }
+    }
+
+    /// A bound wildcard endpoint (`tcp://0.0.0.0:5555`) as something a client can connect to.
+    private func reachable(_ endpoint: String, host: String) -> String {
+        endpoint.replacingOccurrences(of: "0.0.0.0", with: host)
+    }
+}
+
+func writeLines(_ path: String, _ lines: [String]) throws {
+    let temporary = path + ".tmp"
+    try (lines.joined(separator: "\n") + "\n").write(toFile: temporary, atomically: false, encoding: .utf8)
+    guard rename(temporary, path) == 0 else { throw ValidationError("cannot write \(path): \(String(cString: strerror(errno)))") }
+}

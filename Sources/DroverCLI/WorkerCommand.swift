@@ -1,0 +1,100 @@
+import ArgumentParser
+import Drover
+import Foundation
+
+struct WorkerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Run a worker: handler threads that take items from the broker and run a handler on each.",
+        discussion: """
+        Start as many as you like, on any hosts. SIGTERM (or Ctrl-C) drains this worker: it
+        hands unstarted items back, finishes running ones, and exits 0; a second one stops it
+        at once and the broker redelivers its items.
+
+        Exit status: 0 drained, 2 stopped at once, 3 drain deadline passed.
+
+        Examples:
+          drover worker --broker tcp://broker-host:5555 --control tcp://broker-host:5556 --threads 4 --exec 'gzip -c | wc -c'
+          drover worker --broker tcp://127.0.0.1:5555 --echo
+        """
+    )
+
+    @Option(help: "The broker to take items from.")
+    var broker: String
+
+    @Option(help: "The controller's publish endpoint, to hear fleet exit directly (the broker relays it too).")
+    var control: String?
+
+    @Option(help: "The queue to serve.")
+    var queue = "default"
+
+    @Option(help: "Handler threads.")
+    var threads = 2
+
+    @Option(help: "Items held ready beyond one per thread.")
+    var lookahead = 1
+
+    @Option(help: "Name shown in logs and status (default HOST:PID).")
+    var name: String?
+
+    @Option(help: "Run this shell command per item: item on stdin, result from stdout, non-zero exit fails the item.")
+    var exec: String?
+
+    @Flag(help: "Return each item as its result and print it, one line per item.")
+    var echo = false
+
+    @Option(help: "Seconds a SIGTERM drain lets running items finish.")
+    var drainDeadline: Double = 30
+
+    @Option(help: "Heartbeat interval towards the broker, in milliseconds.")
+    var heartbeatMs: Int32 = 1000
+
+    @Option(help: "Write this worker's name to this file once it is registered with the broker.")
+    var readyFile: String?
+
+    @OptionGroup var global: GlobalOptions
+
+    func validate() throws {
+        try validateEndpoint(broker, flag: "--broker", binding: false)
+        if let control { try validateEndpoint(control, flag: "--control", binding: false) }
+        guard (exec != nil) != echo else { throw ValidationError("give exactly one handler: --exec 'COMMAND' or --echo") }
+        guard (1...1024).contains(threads) else { throw ValidationError("--threads must be between 1 and 1024") }
+        guard (0...10_000).contains(lookahead) else { throw ValidationError("--lookahead must be between 0 and 10000") }
+        guard drainDeadline >= 0 else { throw ValidationError("--drain-deadline must not be negative") }
+        if let problem = Dispatcher.queueNameProblem(queue) { throw ValidationError("--queue: \(problem)") }
+    }
+
+    func run() throws {
+        let logger = global.makeLogger(role: "worker")
+        let handler: any WorkHandler
+        if let exec {
+            try ExecHandler.check(exec)
+            handler = ExecHandler(command: exec)
+        } else {
+            handler = EchoHandler()
+        }
+        var options = WorkerOptions(broker: broker)
+        options.control = control
+        options.queue = queue
+        options.threads = threads
+        options.lookahead = lookahead
+        if let name { options.name = name }
+        options.drainDeadlineMilliseconds = UInt32(drainDeadline * 1000)
+        options.heartbeatMilliseconds = heartbeatMs
+        options.readyFile = readyFile
+        let worker = Worker(options: options, handler: handler, logger: logger)
+        let signals = SignalRelay { sig, count in
+            if count == 1 { worker.drain(reason: sig == SIGTERM ? "SIGTERM" : "SIGINT") } else { worker.stopNow() }
+        }
+        let exit = try withExtendedLifetime(signals) { try worker.run() }
+        switch exit {
+        case .drained(let reason):
+            logger.info("worker exited", metadata: ["reason": "\(reason)"])
+        case .stopped:
+            throw ExitCode(2)
+        case .deadlinePassed(let abandoned):
+            logger.warning("worker exited after its drain deadline", metadata: ["handed-back": "\(abandoned)"])
+            throw ExitCode(3)
+        }
+    }
+}

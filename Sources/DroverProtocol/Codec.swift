@@ -1,0 +1,204 @@
+/// Turns ``DroverMessage`` values into frames and back. Pure Swift: no ZeroMQ here.
+///
+/// Integers are big-endian. Frame 0 is ``ProtocolVersion/signature``, frame 1 the command byte;
+/// the command's arguments follow, one per frame, as `docs/PROTOCOL.md` lists.
+public enum Codec {
+    /// The longest queue or peer name accepted, in UTF-8 bytes.
+    public static let maxNameBytes = 255
+    /// Size of an item reference: 16-byte id + 4-byte attempt.
+    static let refBytes = 20
+    /// Size of an outcome header: 16-byte id + 4-byte attempt + 1-byte status.
+    static let outcomeHeaderBytes = 21
+
+    // MARK: Encoding
+
+    /// The frames of `message`, starting with the signature frame.
+    public static func encode(_ message: DroverMessage) -> [[UInt8]] {
+        var frames: [[UInt8]] = [ProtocolVersion.signature, [message.command.rawValue]]
+        switch message {
+        case .hello(let h):
+            frames += [[h.role.rawValue], Array(h.name.utf8), Array(h.queue.utf8), be32(h.concurrency)]
+        case .welcome(let w):
+            frames += [be32(w.maxItemBytes), be32(w.heartbeatMilliseconds), fleetFrame(w.fleet)]
+        case .heartbeat, .statusRequest:
+            break
+        case .error(let code, let text):
+            frames += [be16(code.rawValue), Array(text.utf8)]
+        case .submit(let s):
+            frames.reserveCapacity(4 + 2 * s.items.count)
+            frames += [Array(s.queue.utf8), [s.wantsResults ? 1 : 0]]
+            for item in s.items {
+                frames.append(idBytes(item.id))
+                frames.append(item.payload)
+            }
+        case .accepted(let ids):
+            frames.append(idList(ids))
+        case .rejected(let r):
+            frames += [idList(r.ids), [r.code.rawValue], Array(r.reason.utf8)]
+        case .result(let outcomes):
+            appendOutcomes(outcomes, to: &frames)
+        case .credit(let n):
+            frames.append(be32(n))
+        case .deliver(let deliveries):
+            frames.reserveCapacity(2 + 2 * deliveries.count)
+            for d in deliveries {
+                var header = idBytes(d.id)
+                header += be32(d.attempt)
+                frames.append(header)
+                frames.append(d.payload)
+            }
+        case .done(let credit, let outcomes):
+            frames.append(be32(credit))
+            appendOutcomes(outcomes, to: &frames)
+        case .handBack(let refs):
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(refs.count * refBytes)
+            for r in refs {
+                bytes += idBytes(r.id)
+                bytes += be32(r.attempt)
+            }
+            frames.append(bytes)
+        case .bye(let reason):
+            frames.append(Array(reason.utf8))
+        case .fleet(let state):
+            frames.append(fleetFrame(state))
+        case .statusReply(let json), .exitProgress(let json):
+            frames.append(Array(json.utf8))
+        case .exitRequest(let deadline):
+            frames.append(be32(deadline))
+        case .exitFinished(let ok, let json):
+            frames += [[ok ? 1 : 0], Array(json.utf8)]
+        }
+        return frames
+    }
+
+    // MARK: Decoding
+
+    /// Parses `frames` (starting at the signature frame), validating the count and size of
+    /// every frame before reading it.
+    public static func decode<C: RandomAccessCollection>(_ frames: C) throws(ProtocolError) -> DroverMessage
+    where C.Element == [UInt8], C.Index == Int {
+        guard frames.count >= 2 else {
+            throw .frameCount("a Drover message has at least 2 frames (signature, command); got \(frames.count)")
+        }
+        let start = frames.startIndex
+        let signature = frames[start]
+        guard signature.count == 4, Array(signature.prefix(3)) == ProtocolVersion.magic else {
+            throw .notDrover("the first frame is not a Drover signature (\"DRV\" + version byte)")
+        }
+        guard signature[3] == ProtocolVersion.current else { throw .unsupportedVersion(signature[3]) }
+        let commandFrame = frames[start + 1]
+        guard commandFrame.count == 1 else { throw .frameSize("the command frame must be 1 byte; got \(commandFrame.count)") }
+        guard let command = DroverMessage.Command(rawValue: commandFrame[0]) else { throw .unknownCommand(commandFrame[0]) }
+        let args = frames[(start + 2)...]
+        var reader = ArgumentReader(args: args, command: command)
+
+        switch command {
+        case .hello:
+            try reader.expectCount(4)
+            guard let role = PeerRole(rawValue: try reader.byte()) else { throw .badValue("hello: unknown role") }
+            return .hello(Hello(role: role, name: try reader.name(), queue: try reader.name(), concurrency: try reader.u32()))
+        case .welcome:
+            try reader.expectCount(3)
+            return .welcome(Welcome(maxItemBytes: try reader.u32(), heartbeatMilliseconds: try reader.u32(), fleet: try reader.fleet()))
+        case .heartbeat:
+            try reader.expectCount(0)
+            return .heartbeat
+        case .statusRequest:
+            try reader.expectCount(0)
+            return .statusRequest
+        case .error:
+            try reader.expectCount(2)
+            let raw = try reader.u16()
+            return .error(ErrorCode(rawValue: raw) ?? .malformed, try reader.text())
+        case .submit:
+            guard args.count >= 2, args.count % 2 == 0 else {
+                throw .frameCount("submit: expected queue, flags, then id/payload pairs; got \(args.count) argument frames")
+            }
+            let queue = try reader.name()
+            let flags = try reader.byte()
+            var items: [SubmittedItem] = []
+            items.reserveCapacity((args.count - 2) / 2)
+            while !reader.atEnd {
+                items.append(SubmittedItem(id: try reader.id(), payload: reader.raw()))
+            }
+            return .submit(Submit(queue: queue, wantsResults: flags & 1 != 0, items: items))
+        case .accepted:
+            try reader.expectCount(1)
+            return .accepted(try reader.idList())
+        case .rejected:
+            try reader.expectCount(3)
+            let ids = try reader.idList()
+            guard let code = Rejection.Code(rawValue: try reader.byte()) else { throw .badValue("rejected: unknown code") }
+            return .rejected(Rejection(ids: ids, code: code, reason: try reader.text()))
+        case .result:
+            return .result(try reader.outcomes())
+        case .credit:
+            try reader.expectCount(1)
+            return .credit(try reader.u32())
+        case .deliver:
+            guard args.count % 2 == 0 else { throw .frameCount("deliver: expected header/payload pairs; got \(args.count) frames") }
+            var deliveries: [Delivery] = []
+            deliveries.reserveCapacity(args.count / 2)
+            while !reader.atEnd {
+                let ref = try reader.ref()
+                deliveries.append(Delivery(id: ref.id, attempt: ref.attempt, payload: reader.raw()))
+            }
+            return .deliver(deliveries)
+        case .done:
+            guard args.count >= 1 else { throw .frameCount("done: missing the credit frame") }
+            let credit = try reader.u32()
+            return .done(credit: credit, try reader.outcomes())
+        case .handBack:
+            try reader.expectCount(1)
+            return .handBack(try reader.refList())
+        case .bye:
+            try reader.expectCount(1)
+            return .bye(try reader.text())
+        case .fleet:
+            try reader.expectCount(1)
+            return .fleet(try reader.fleet())
+        case .statusReply:
+            try reader.expectCount(1)
+            return .statusReply(try reader.text())
+        case .exitProgress:
+            try reader.expectCount(1)
+            return .exitProgress(try reader.text())
+        case .exitRequest:
+            try reader.expectCount(1)
+            return .exitRequest(deadlineMilliseconds: try reader.u32())
+        case .exitFinished:
+            try reader.expectCount(2)
+            return .exitFinished(succeeded: try reader.byte() != 0, try reader.text())
+        }
+    }
+
+    // MARK: Helpers
+
+    static func be16(_ v: UInt16) -> [UInt8] { [UInt8(v >> 8), UInt8(v & 0xff)] }
+    static func be32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8((v >> 16) & 0xff), UInt8((v >> 8) & 0xff), UInt8(v & 0xff)] }
+    static func be64(_ v: UInt64) -> [UInt8] { be32(UInt32(v >> 32)) + be32(UInt32(v & 0xffff_ffff)) }
+    static func idBytes(_ id: ItemID) -> [UInt8] { be64(id.high) + be64(id.low) }
+
+    static func idList(_ ids: [ItemID]) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(ids.count * 16)
+        for id in ids { bytes += idBytes(id) }
+        return bytes
+    }
+
+    static func fleetFrame(_ s: FleetState) -> [UInt8] {
+        be64(s.epoch) + [s.phase.rawValue] + be32(s.deadlineMilliseconds)
+    }
+
+    static func appendOutcomes(_ outcomes: [ItemOutcome], to frames: inout [[UInt8]]) {
+        frames.reserveCapacity(frames.count + 2 * outcomes.count)
+        for o in outcomes {
+            var header = idBytes(o.id)
+            header += be32(o.attempt)
+            header.append(o.status.rawValue)
+            frames.append(header)
+            frames.append(o.payload)
+        }
+    }
+}

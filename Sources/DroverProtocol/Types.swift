@@ -1,0 +1,218 @@
+/// The first frame of every Drover message: `DRV` followed by the protocol version.
+public enum ProtocolVersion {
+    /// The version this build speaks.
+    public static let current: UInt8 = 1
+    /// The three bytes before the version byte.
+    public static let magic: [UInt8] = Array("DRV".utf8)
+    /// The whole first frame of a version-1 message.
+    public static let signature: [UInt8] = magic + [current]
+}
+
+/// An item's identity: 16 bytes chosen by the producer, unique per item.
+///
+/// The producer CLI uses 8 random bytes per run followed by an 8-byte sequence number.
+public struct ItemID: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public var high: UInt64
+    public var low: UInt64
+
+    public init(high: UInt64, low: UInt64) {
+        self.high = high
+        self.low = low
+    }
+
+    /// 32 lowercase hex digits.
+    public var description: String {
+        let h = String(high, radix: 16), l = String(low, radix: 16)
+        return String(repeating: "0", count: 16 - h.count) + h + String(repeating: "0", count: 16 - l.count) + l
+    }
+
+    /// Parses 32 hex digits, as printed by ``description``.
+    public init?(hex: String) {
+        guard hex.utf8.count == 32,
+              let high = UInt64(hex.prefix(16), radix: 16),
+              let low = UInt64(hex.suffix(16), radix: 16) else { return nil }
+        self.init(high: high, low: low)
+    }
+
+    public static func < (a: ItemID, b: ItemID) -> Bool { (a.high, a.low) < (b.high, b.low) }
+}
+
+/// Whether the fleet is running or shutting down. Carried with an epoch, so a newer state
+/// always wins and a repeated one changes nothing.
+public struct FleetState: Sendable, Equatable, CustomStringConvertible {
+    public enum Phase: UInt8, Sendable {
+        case running = 0
+        case exiting = 1
+    }
+
+    /// Grows with every change; a controller starts at its start time in milliseconds.
+    public var epoch: UInt64
+    public var phase: Phase
+    /// How long a worker may keep running its items after learning of `exiting`.
+    public var deadlineMilliseconds: UInt32
+
+    public init(epoch: UInt64, phase: Phase, deadlineMilliseconds: UInt32) {
+        self.epoch = epoch
+        self.phase = phase
+        self.deadlineMilliseconds = deadlineMilliseconds
+    }
+
+    /// The state a broker starts in before any controller has spoken.
+    public static let initial = FleetState(epoch: 0, phase: .running, deadlineMilliseconds: 0)
+
+    public var description: String {
+        "\(phase == .running ? "running" : "exiting") (epoch \(epoch))"
+    }
+}
+
+/// The role a peer announces in ``Hello``.
+public enum PeerRole: UInt8, Sendable, CustomStringConvertible {
+    case producer = 1
+    case worker = 2
+    case controller = 3
+
+    public var description: String {
+        switch self {
+        case .producer: "producer"
+        case .worker: "worker"
+        case .controller: "controller"
+        }
+    }
+}
+
+/// A peer's introduction to the broker.
+public struct Hello: Sendable, Equatable {
+    public var role: PeerRole
+    /// A human-readable name, for logs and status (`host:pid` by default).
+    public var name: String
+    /// The queue a worker serves; empty for other roles.
+    public var queue: String
+    /// A worker's handler thread count; 0 for other roles.
+    public var concurrency: UInt32
+
+    public init(role: PeerRole, name: String, queue: String = "", concurrency: UInt32 = 0) {
+        self.role = role
+        self.name = name
+        self.queue = queue
+        self.concurrency = concurrency
+    }
+}
+
+/// The broker's answer to ``Hello``: its limits and the fleet state.
+public struct Welcome: Sendable, Equatable {
+    public var maxItemBytes: UInt32
+    public var heartbeatMilliseconds: UInt32
+    public var fleet: FleetState
+
+    public init(maxItemBytes: UInt32, heartbeatMilliseconds: UInt32, fleet: FleetState) {
+        self.maxItemBytes = maxItemBytes
+        self.heartbeatMilliseconds = heartbeatMilliseconds
+        self.fleet = fleet
+    }
+}
+
+/// One item as a producer submits it.
+public struct SubmittedItem: Sendable, Equatable {
+    public var id: ItemID
+    public var payload: [UInt8]
+
+    public init(id: ItemID, payload: [UInt8]) {
+        self.id = id
+        self.payload = payload
+    }
+}
+
+/// A batch of items for one queue.
+public struct Submit: Sendable, Equatable {
+    public var queue: String
+    /// Whether the producer wants a ``ItemOutcome`` for each item.
+    public var wantsResults: Bool
+    public var items: [SubmittedItem]
+
+    public init(queue: String, wantsResults: Bool, items: [SubmittedItem]) {
+        self.queue = queue
+        self.wantsResults = wantsResults
+        self.items = items
+    }
+}
+
+/// Items the broker did not accept, and why. Nothing of a rejected item was kept.
+public struct Rejection: Sendable, Equatable {
+    /// Why the items were refused; only ``queueFull`` is worth retrying unchanged.
+    public enum Code: UInt8, Sendable {
+        case tooLarge = 1
+        case queueFull = 2
+        case fleetExiting = 3
+        case badQueueName = 4
+    }
+
+    public var ids: [ItemID]
+    public var code: Code
+    /// The broker's explanation, for the user.
+    public var reason: String
+
+    public init(ids: [ItemID], code: Code, reason: String) {
+        self.ids = ids
+        self.code = code
+        self.reason = reason
+    }
+}
+
+/// One delivery of an item to a worker. `attempt` starts at 1 and grows with each redelivery.
+public struct Delivery: Sendable, Equatable {
+    public var id: ItemID
+    public var attempt: UInt32
+    public var payload: [UInt8]
+
+    public init(id: ItemID, attempt: UInt32, payload: [UInt8]) {
+        self.id = id
+        self.attempt = attempt
+        self.payload = payload
+    }
+}
+
+/// Names one delivery: an item and the attempt it was handed over on.
+public struct DeliveryRef: Sendable, Hashable {
+    public var id: ItemID
+    public var attempt: UInt32
+
+    public init(id: ItemID, attempt: UInt32) {
+        self.id = id
+        self.attempt = attempt
+    }
+}
+
+/// How one delivery ended: the handler's result, or its error text.
+public struct ItemOutcome: Sendable, Equatable {
+    public enum Status: UInt8, Sendable {
+        case succeeded = 0
+        case failed = 1
+    }
+
+    public var id: ItemID
+    public var attempt: UInt32
+    public var status: Status
+    /// The result bytes when succeeded; the error text (UTF-8) when failed.
+    public var payload: [UInt8]
+
+    public init(id: ItemID, attempt: UInt32, status: Status, payload: [UInt8]) {
+        self.id = id
+        self.attempt = attempt
+        self.status = status
+        self.payload = payload
+    }
+}
+
+/// Error codes the broker and the controller send in ``DroverMessage/error(_:_:)``.
+public enum ErrorCode: UInt16, Sendable {
+    /// The message's first frame is not `DRV` + a version this peer speaks.
+    case unsupportedVersion = 1
+    /// The frames do not follow the protocol (count, sizes, unknown command).
+    case malformed = 2
+    /// The sender has not said ``Hello`` (for example after a broker restart): say it again.
+    case unknownPeer = 3
+    /// An item is larger than the broker's maximum.
+    case itemTooLarge = 4
+    /// The sender's role may not send that command.
+    case notAllowed = 5
+}

@@ -1,0 +1,42 @@
+import CZeroMQ
+
+/// A ZeroMQ context: one per process, shared by every thread that owns a socket.
+///
+/// The context is `Sendable`; sockets are not, so each socket lives on the thread that made it.
+public final class ZMQContext: @unchecked Sendable {
+    // Set once in init, never mutated; libzmq's context functions are thread-safe.
+    let handle: UnsafeMutableRawPointer
+
+    /// Creates a context with `ioThreads` background I/O threads.
+    /// The corresponding C function is `zmq_ctx_new`.
+    public init(ioThreads: Int32 = 1) {
+        guard let handle = zmq_ctx_new() else {
+            preconditionFailure("zmq_ctx_new failed: out of memory or file descriptors")
+        }
+        self.handle = handle
+        _ = zmq_ctx_set(handle, ZMQ_IO_THREADS, ioThreads)
+        // A socket blocked in receive or send must never outlive shutdown: sockets set their
+        // own bounded linger too, this is the default for any that forget.
+        _ = zmq_ctx_set(handle, ZMQ_BLOCKY, 0)
+    }
+
+    /// Makes every blocking call on this context's sockets return `ETERM`, so that each owning
+    /// thread sees ``ZMQError/contextTerminated``, closes its socket and stops.
+    /// The corresponding C function is `zmq_ctx_shutdown`.
+    public func shutdown() {
+        _ = zmq_ctx_shutdown(handle)
+    }
+
+    deinit {
+        // Waits for sockets to close; every socket has a bounded linger, so this ends.
+        while zmq_ctx_term(handle) != 0 && zmq_errno() == EINTR {}
+    }
+}
+
+/// The libzmq version this process is linked against, for example `(4, 3, 4)`.
+/// The corresponding C function is `zmq_version`.
+public func zmqVersion() -> (major: Int32, minor: Int32, patch: Int32) {
+    var major: Int32 = 0, minor: Int32 = 0, patch: Int32 = 0
+    zmq_version(&major, &minor, &patch)
+    return (major, minor, patch)
+}
