@@ -1,0 +1,86 @@
+import Foundation
+import Synchronization
+import Testing
+@testable import DroverPool
+
+/// Waits, with a timeout, for a condition other threads make true.
+final class Expectation: Sendable {
+    private let semaphore = DispatchSemaphore(value: 0)
+    func fulfill() { semaphore.signal() }
+    func wait(seconds: Double) -> Bool { semaphore.wait(timeout: .now() + seconds) == .success }
+}
+
+@Suite("Handler pool")
+struct HandlerPoolTests {
+    @Test("every job runs exactly once, spread over the threads")
+    func runsEveryJobOnce() {
+        let seen = Mutex<[Int: Int]>([:])
+        let threads = Mutex<Set<pthread_t>>([])
+        let done = Expectation()
+        let total = 2000
+        let pool = HandlerPool<Int>(threads: 4, capacity: 64, name: "test") { job in
+            threads.withLock { _ = $0.insert(pthread_self()) }
+            let count = seen.withLock { $0[job, default: 0] += 1; return $0.count }
+            if count == total { done.fulfill() }
+        }
+        var submitted = 0
+        while submitted < total {
+            if pool.submit(submitted) { submitted += 1 } else { sched_yield() }
+        }
+        #expect(done.wait(seconds: 30))
+        pool.join()
+        #expect(seen.withLock { $0.count == total && $0.values.allSatisfy { $0 == 1 } })
+        #expect(pool.outstanding == 0)
+    }
+
+    @Test("the queue is bounded: submit says no when it is full")
+    func bounded() {
+        let gate = Expectation()
+        let started = Expectation()
+        let pool = HandlerPool<Int>(threads: 1, capacity: 2, name: "test") { _ in
+            started.fulfill()
+            _ = gate.wait(seconds: 30)
+        }
+        #expect(pool.submit(1))
+        #expect(started.wait(seconds: 10))  // job 1 is running, the queue is empty
+        #expect(pool.submit(2))
+        #expect(pool.submit(3))
+        #expect(!pool.submit(4))
+        #expect(pool.outstanding == 3)
+        gate.fulfill(); gate.fulfill(); gate.fulfill()
+        pool.join()
+    }
+
+    @Test("takeUnstarted returns queued jobs in order, and they never run")
+    func takeUnstarted() {
+        let gate = Expectation()
+        let started = Expectation()
+        let ran = Mutex<[Int]>([])
+        let pool = HandlerPool<Int>(threads: 1, capacity: 10, name: "test") { job in
+            ran.withLock { $0.append(job) }
+            started.fulfill()
+            _ = gate.wait(seconds: 30)
+        }
+        pool.submit(0)
+        #expect(started.wait(seconds: 10))
+        for job in 1...5 { pool.submit(job) }
+        #expect(pool.takeUnstarted() == [1, 2, 3, 4, 5])
+        #expect(pool.running == 1)
+        gate.fulfill()
+        pool.join()
+        #expect(ran.withLock { $0 } == [0])
+    }
+
+    @Test("join lets running jobs finish and refuses new ones")
+    func joinFinishesRunning() {
+        let finished = Mutex(0)
+        let pool = HandlerPool<Int>(threads: 2, capacity: 10, name: "test") { _ in
+            usleep(20_000)
+            finished.withLock { $0 += 1 }
+        }
+        for job in 0..<6 { pool.submit(job) }
+        pool.join()
+        #expect(finished.withLock { $0 } == 6)
+        #expect(!pool.submit(99))
+    }
+}

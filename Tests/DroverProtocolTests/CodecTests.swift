@@ -1,0 +1,101 @@
+import Testing
+@testable import DroverProtocol
+
+@Suite("Wire protocol v1 codec")
+struct CodecTests {
+    static let id1 = ItemID(high: 0x0102_0304_0506_0708, low: 42)
+    static let id2 = ItemID(high: 9, low: .max)
+    static let fleet = FleetState(epoch: 1_795_000_000_000, phase: .exiting, deadlineMilliseconds: 30_000)
+
+    static let samples: [DroverMessage] = [
+        .hello(Hello(role: .worker, name: "host:12", queue: "images", concurrency: 8)),
+        .hello(Hello(role: .producer, name: "p")),
+        .welcome(Welcome(maxItemBytes: 1 << 20, heartbeatMilliseconds: 1000, fleet: fleet)),
+        .heartbeat,
+        .error(.unknownPeer, "say hello"),
+        .submit(Submit(queue: "q", wantsResults: true, items: [SubmittedItem(id: id1, payload: Array("a".utf8)), SubmittedItem(id: id2, payload: [])])),
+        .submit(Submit(queue: "q", wantsResults: false, items: [])),
+        .accepted([id1, id2]),
+        .rejected(Rejection(ids: [id1], code: .queueFull, reason: "full")),
+        .result([ItemOutcome(id: id1, attempt: 2, status: .failed, payload: Array("boom".utf8))]),
+        .credit(17),
+        .deliver([Delivery(id: id1, attempt: 1, payload: [0, 255]), Delivery(id: id2, attempt: 3, payload: [])]),
+        .done(credit: 2, [ItemOutcome(id: id2, attempt: 1, status: .succeeded, payload: [1, 2, 3])]),
+        .handBack([DeliveryRef(id: id1, attempt: 4)]),
+        .handBack([]),
+        .bye("fleet exit"),
+        .fleet(fleet),
+        .statusRequest,
+        .statusReply("{}"),
+        .exitRequest(deadlineMilliseconds: 5000),
+        .exitProgress("{\"event\":\"waiting\"}"),
+        .exitFinished(succeeded: true, "{}"),
+    ]
+
+    @Test("every message survives encode then decode", arguments: samples)
+    func roundTrip(_ message: DroverMessage) throws {
+        let frames = Codec.encode(message)
+        #expect(frames[0] == ProtocolVersion.signature)
+        #expect(frames[1] == [message.command.rawValue])
+        #expect(try Codec.decode(frames) == message)
+    }
+
+    @Test("integers are big-endian and an item id is 16 bytes")
+    func layout() {
+        let frames = Codec.encode(.deliver([Delivery(id: Self.id1, attempt: 0x0A0B_0C0D, payload: [9])]))
+        #expect(frames[2] == [1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0, 42, 0x0A, 0x0B, 0x0C, 0x0D])
+        #expect(frames[3] == [9])
+        #expect(Codec.encode(.credit(258))[2] == [0, 0, 1, 2])
+    }
+
+    @Test("a newer protocol version is refused with a message naming both versions")
+    func unsupportedVersion() {
+        var frames = Codec.encode(.heartbeat)
+        frames[0] = Array("DRV".utf8) + [2]
+        #expect(throws: ProtocolError.anyUnsupportedVersion) { try Codec.decode(frames) }
+        do {
+            _ = try Codec.decode(frames)
+        } catch {
+            #expect(error.detail.contains("version 2"))
+            #expect(error.detail.contains("version 1"))
+            #expect(error.wireCode == .unsupportedVersion)
+        }
+    }
+
+    @Test("frames that are not Drover, or break the layout, are refused", arguments: [
+        ([Array("hello".utf8)], ProtocolError.anyFrameCount),
+        ([Array("GET /".utf8), [1]], ProtocolError.anyNotDrover),
+        ([ProtocolVersion.signature, [0x99]], ProtocolError.anyUnknownCommand),
+        ([ProtocolVersion.signature, [0x03, 0x03]], ProtocolError.anyFrameSize),
+        ([ProtocolVersion.signature, [0x20]], ProtocolError.anyFrameCount),
+        ([ProtocolVersion.signature, [0x20], [1, 2]], ProtocolError.anyFrameSize),
+        ([ProtocolVersion.signature, [0x11], [1, 2, 3]], ProtocolError.anyFrameSize),
+        ([ProtocolVersion.signature, [0x10], Array("q".utf8), [1], [1]], ProtocolError.anyFrameCount),
+        ([ProtocolVersion.signature, [0x10], Array("q".utf8), [1], [1, 2], [3]], ProtocolError.anyFrameSize),
+        ([ProtocolVersion.signature, [0x24], [0xFF, 0xFE]], ProtocolError.anyBadValue),
+        ([ProtocolVersion.signature, [0x01], [9], [], [], [0, 0, 0, 0]], ProtocolError.anyBadValue),
+        ([ProtocolVersion.signature, [0x30], [UInt8](repeating: 0, count: 8) + [7] + [0, 0, 0, 0]], ProtocolError.anyBadValue),
+    ] as [([[UInt8]], ProtocolError)])
+    func malformed(_ frames: [[UInt8]], _ expected: ProtocolError) {
+        #expect(throws: expected) { try Codec.decode(frames) }
+    }
+
+    @Test("a name longer than 255 bytes is refused")
+    func longName() {
+        let frames = Codec.encode(.hello(Hello(role: .worker, name: String(repeating: "x", count: 256))))
+        #expect(throws: ProtocolError.anyBadValue) { try Codec.decode(frames) }
+    }
+
+    @Test("decoding works on a slice, as the broker passes frames after the routing id")
+    func decodesSlice() throws {
+        let frames = [Array("peer".utf8)] + Codec.encode(.credit(5))
+        #expect(try Codec.decode(frames[1...]) == .credit(5))
+    }
+
+    @Test("item ids print as 32 hex digits and parse back")
+    func itemIDText() {
+        #expect(Self.id1.description == "0102030405060708000000000000002a")
+        #expect(ItemID(hex: Self.id1.description) == Self.id1)
+        #expect(ItemID(hex: "xyz") == nil)
+    }
+}

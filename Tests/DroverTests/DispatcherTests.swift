@@ -1,0 +1,216 @@
+import DroverProtocol
+import Testing
+@testable import Drover
+
+@Suite("Dispatcher: credit, LRU, leases, fencing")
+struct DispatcherTests {
+    let producer: PeerID = Array("producer".utf8)
+    let controller: PeerID = Array("controller".utf8)
+    let w1: PeerID = Array("w1".utf8)
+    let w2: PeerID = Array("w2".utf8)
+
+    func makeDispatcher(maxItems: Int = 1000, maxItemBytes: Int = 100) -> Dispatcher {
+        Dispatcher(limits: .init(maxItemBytes: maxItemBytes, maxItems: maxItems, workerLivenessMilliseconds: 3000))
+    }
+
+    func id(_ n: UInt64) -> ItemID { ItemID(high: 1, low: n) }
+
+    func submit(_ d: inout Dispatcher, _ range: ClosedRange<UInt64>, queue: String = "q", results: Bool = true) {
+        d.submit(from: producer, Submit(queue: queue, wantsResults: results,
+                                        items: range.map { SubmittedItem(id: id($0), payload: Array("\($0)".utf8)) }))
+    }
+
+    func join(_ d: inout Dispatcher, _ peer: PeerID, queue: String = "q", now: Int64 = 0) {
+        d.hello(from: peer, Hello(role: .worker, name: String(decoding: peer, as: UTF8.self), queue: queue, concurrency: 2),
+                now: now, heartbeatMilliseconds: 1000)
+    }
+
+    /// The deliveries in an outbox, per worker.
+    func deliveries(_ out: [Outgoing]) -> [PeerID: [Delivery]] {
+        var result: [PeerID: [Delivery]] = [:]
+        for o in out { if case .deliver(let d) = o.message { result[o.peer, default: []] += d } }
+        return result
+    }
+
+    @Test("nothing is dispatched without credit, and never more than the credit")
+    func onlyAgainstCredit() {
+        var d = makeDispatcher()
+        join(&d, w1)
+        submit(&d, 1...10)
+        #expect(deliveries(d.takeOutbox()).isEmpty)
+        d.credit(from: w1, 3)
+        let got = deliveries(d.takeOutbox())
+        #expect(got[w1]?.map(\.id) == [id(1), id(2), id(3)])
+        #expect(got[w1]?.allSatisfy { $0.attempt == 1 } == true)
+    }
+
+    @Test("workers with credit are served least-recently-used, one item at a time")
+    func lruAcrossWorkers() {
+        var d = makeDispatcher()
+        join(&d, w1)
+        join(&d, w2)
+        d.credit(from: w1, 2)
+        d.credit(from: w2, 2)
+        _ = d.takeOutbox()
+        submit(&d, 1...3)
+        let got = deliveries(d.takeOutbox())
+        #expect(got[w1]?.map(\.id) == [id(1), id(3)])
+        #expect(got[w2]?.map(\.id) == [id(2)])
+    }
+
+    @Test("a completed item's result goes to its producer; credit returns with done")
+    func resultsRouteToProducer() {
+        var d = makeDispatcher()
+        join(&d, w1)
+        d.credit(from: w1, 1)
+        submit(&d, 1...2)
+        _ = d.takeOutbox()
+        d.done(from: w1, credit: 1, [ItemOutcome(id: id(1), attempt: 1, status: .succeeded, payload: Array("R".utf8))])
+        let out = d.takeOutbox()
+        #expect(out.contains(Outgoing(peer: producer, message: .result([ItemOutcome(id: id(1), attempt: 1, status: .succeeded, payload: Array("R".utf8))]))))
+        #expect(deliveries(out)[w1]?.map(\.id) == [id(2)])
+        #expect(d.counters.completed == 1)
+        #expect(d.itemsHeld == 1)
+    }
+
+    @Test("an outcome from a superseded delivery is rejected and never completes the item twice")
+    func fencing() {
+        var d = makeDispatcher()
+        join(&d, w1, now: 0)
+        d.credit(from: w1, 1)
+        submit(&d, 1...1)
+        _ = d.takeOutbox()
+        // w1 goes silent; its item is redelivered to w2 on attempt 2.
+        let expired = d.expireSilentWorkers(now: 10_000)
+        #expect(expired == ["w1"])
+        join(&d, w2, now: 10_000)
+        d.credit(from: w2, 1)
+        #expect(deliveries(d.takeOutbox())[w2]?.first?.attempt == 2)
+        // The late outcome of attempt 1 (w1 came back) is stale.
+        join(&d, w1, now: 10_001)
+        d.done(from: w1, credit: 0, [ItemOutcome(id: id(1), attempt: 1, status: .succeeded, payload: [])])
+        #expect(d.counters.staleOutcomes == 1)
+        #expect(d.counters.completed == 0)
+        d.done(from: w2, credit: 0, [ItemOutcome(id: id(1), attempt: 2, status: .succeeded, payload: [])])
+        d.done(from: w2, credit: 0, [ItemOutcome(id: id(1), attempt: 2, status: .succeeded, payload: [])])
+        #expect(d.counters.completed == 1)
+        #expect(d.counters.staleOutcomes == 2)
+        #expect(d.itemsHeld == 0)
+    }
+
+    @Test("items handed back return to the front of the queue in their original order, and the worker gets no more")
+    func handBack() {
+        var d = makeDispatcher()
+        join(&d, w1)
+        d.credit(from: w1, 3)
+        submit(&d, 1...5)
+        _ = d.takeOutbox()
+        d.handBack(from: w1, [DeliveryRef(id: id(3), attempt: 1), DeliveryRef(id: id(2), attempt: 1)])
+        d.credit(from: w1, 5)  // a draining worker's credit is ignored
+        #expect(deliveries(d.takeOutbox()).isEmpty)
+        join(&d, w2)
+        d.credit(from: w2, 10)
+        #expect(deliveries(d.takeOutbox())[w2]?.map(\.id) == [id(2), id(3), id(4), id(5)])
+        #expect(d.counters.handedBack == 2)
+    }
+
+    @Test("a worker's bye returns its leases and is acknowledged")
+    func byeRequeues() {
+        var d = makeDispatcher()
+        join(&d, w1)
+        d.credit(from: w1, 2)
+        submit(&d, 1...2)
+        _ = d.takeOutbox()
+        d.bye(from: w1, reason: "test", now: 5)
+        #expect(d.takeOutbox().contains(Outgoing(peer: w1, message: .bye("ok"))))
+        #expect(d.status(now: 5).queues.first?.queued == 2)
+        #expect(d.status(now: 5).departed.first?.how == "bye")
+    }
+
+    @Test("oversize items, a full broker, a bad queue name and an exiting fleet are refused with reasons")
+    func rejections() {
+        var d = makeDispatcher(maxItems: 3, maxItemBytes: 4)
+        d.submit(from: producer, Submit(queue: "q", wantsResults: false, items: [SubmittedItem(id: id(1), payload: [UInt8](repeating: 0, count: 5))]))
+        guard case .rejected(let big)? = d.takeOutbox().first?.message else { Issue.record("expected a rejection"); return }
+        #expect(big.code == .tooLarge && big.reason.contains("4 bytes"))
+
+        submit(&d, 1...4, results: false)
+        guard case .rejected(let full)? = d.takeOutbox().first?.message else { Issue.record("expected a rejection"); return }
+        #expect(full.code == .queueFull && full.ids.count == 4)
+
+        submit(&d, 1...1, queue: "has space")
+        guard case .rejected(let name)? = d.takeOutbox().first?.message else { Issue.record("expected a rejection"); return }
+        #expect(name.code == .badQueueName)
+
+        d.hello(from: controller, Hello(role: .controller, name: "c"), now: 0, heartbeatMilliseconds: 1000)
+        d.fleetState(from: controller, FleetState(epoch: 5, phase: .exiting, deadlineMilliseconds: 0))
+        _ = d.takeOutbox()
+        submit(&d, 1...1)
+        guard case .rejected(let exiting)? = d.takeOutbox().first?.message else { Issue.record("expected a rejection"); return }
+        #expect(exiting.code == .fleetExiting)
+        #expect(d.itemsHeld == 0)
+    }
+
+    @Test("only a controller sets fleet state; an older epoch changes nothing; workers hear the change")
+    func fleetState() {
+        var d = makeDispatcher()
+        join(&d, w1)
+        _ = d.takeOutbox()
+        let byProducer = d.fleetState(from: producer, FleetState(epoch: 9, phase: .exiting, deadlineMilliseconds: 0))
+        #expect(!byProducer)
+        #expect(d.fleet == .initial)
+        d.hello(from: controller, Hello(role: .controller, name: "c"), now: 0, heartbeatMilliseconds: 1000)
+        let exiting = FleetState(epoch: 10, phase: .exiting, deadlineMilliseconds: 1000)
+        _ = d.takeOutbox()
+        let changed = d.fleetState(from: controller, exiting)
+        #expect(changed)
+        #expect(d.takeOutbox().contains(Outgoing(peer: w1, message: .fleet(exiting))))
+        let older = d.fleetState(from: controller, FleetState(epoch: 3, phase: .running, deadlineMilliseconds: 0))
+        #expect(!older)
+        #expect(d.fleet == exiting)
+    }
+
+    @Test("a message from an unknown worker is answered with unknownPeer")
+    func unknownWorker() {
+        var d = makeDispatcher()
+        d.credit(from: w1, 1)
+        guard case .error(let code, _)? = d.takeOutbox().first?.message else { Issue.record("expected an error"); return }
+        #expect(code == .unknownPeer)
+    }
+
+    @Test("a delivery that could not be sent goes back to the queue")
+    func undelivered() {
+        var d = makeDispatcher()
+        join(&d, w1)
+        d.credit(from: w1, 2)
+        submit(&d, 1...2)
+        let sent = deliveries(d.takeOutbox())[w1] ?? []
+        d.undelivered(to: w1, sent)
+        #expect(d.status(now: 0).queues.first?.queued == 2)
+        #expect(d.status(now: 0).queues.first?.leased == 0)
+    }
+}
+
+@Suite("Endpoint validation")
+struct EndpointTests {
+    @Test("good endpoints pass", arguments: ["tcp://127.0.0.1:5555", "tcp://broker.example:1", "ipc:///tmp/x", "inproc://a"])
+    func good(_ endpoint: String) {
+        #expect(Endpoint.problem(endpoint, binding: false) == nil)
+    }
+
+    @Test("binding may use wildcards; connecting may not")
+    func wildcards() {
+        #expect(Endpoint.problem("tcp://*:5555", binding: true) == nil)
+        #expect(Endpoint.problem("tcp://127.0.0.1:*", binding: true) == nil)
+        #expect(Endpoint.problem("tcp://*:5555", binding: false) != nil)
+        #expect(Endpoint.problem("tcp://host:*", binding: false) != nil)
+    }
+
+    @Test("malformed endpoints get a reason that says what to write", arguments: [
+        ("localhost:5555", "no transport"), ("tcp://localhost", "no port"), ("tcp://:5555", "no host"),
+        ("tcp://h:99999", "1 to 65535"), ("udp://h:1", "supports tcp://"),
+    ])
+    func bad(_ endpoint: String, _ fragment: String) {
+        #expect(Endpoint.problem(endpoint, binding: false)?.contains(fragment) == true)
+    }
+}
