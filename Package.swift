@@ -52,6 +52,6 @@ let package = Package(
         .testTarget(name: "DroverProtocolTests", dependencies: ["DroverProtocol"]),
         .testTarget(name: "DroverPoolTests", dependencies: ["DroverPool"]),
         .testTarget(name: "DroverTests", dependencies: ["Drover", "DroverProtocol"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["DroverProtocol"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["DroverProtocol", "ZeroMQ"]),
     ]
 )

@@ -1,0 +1,174 @@
+import Foundation
+import Testing
+
+/// Runs real `drover` processes for one test, each with its own files, and kills every one of
+/// them when the test ends. Ports are chosen by the OS (`tcp://127.0.0.1:*`) and read back
+/// from each process's ready file, so tests running in parallel never collide.
+final class Sandbox: @unchecked Sendable {
+    let directory: String
+    private var processes: [DroverProcess] = []
+    private let lock = NSLock()
+    private var counter = 0
+
+    init(_ name: String) throws {
+        directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("drover-test-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    /// Kills every process this sandbox started and removes its files.
+    func tearDown() {
+        for process in lock.withLock({ processes }) { process.kill() }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    func path(_ name: String) -> String { "\(directory)/\(name)" }
+
+    /// Starts `drover ARGUMENTS…` in the background.
+    @discardableResult
+    func start(_ name: String, _ arguments: [String], stdin: String? = nil) throws -> DroverProcess {
+        let process = try DroverProcess(name: name, arguments: arguments, directory: directory, stdin: stdin)
+        lock.withLock { processes.append(process) }
+        return process
+    }
+
+    /// Runs `drover ARGUMENTS…` to completion (killed after `timeout` seconds).
+    func run(_ arguments: [String], stdin: String? = nil, timeout: Double = 60) throws -> Finished {
+        let name = lock.withLock { counter += 1; return "run-\(counter)" }
+        let process = try start(name, arguments, stdin: stdin)
+        guard let status = process.wait(seconds: timeout) else {
+            process.kill()
+            Issue.record("drover \(arguments.joined(separator: " ")) did not finish within \(timeout) s; stderr: \(process.stderr)")
+            return Finished(status: -1, stdout: process.stdout, stderr: process.stderr)
+        }
+        return Finished(status: status, stdout: process.stdout, stderr: process.stderr)
+    }
+
+    struct Finished {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+        var lines: [String] { stdout.split(separator: "\n").map(String.init) }
+    }
+
+    // MARK: Roles
+
+    /// Starts a broker on an OS-chosen port; returns its endpoint once it is listening.
+    func broker(_ extra: [String] = []) throws -> (process: DroverProcess, endpoint: String) {
+        let ready = path("broker-\(UInt16.random(in: 0...UInt16.max)).ready")
+        let process = try start("broker", ["broker", "--bind", "tcp://127.0.0.1:*", "--ready-file", ready] + extra)
+        let lines = try waitForFile(ready, process: process)
+        return (process, lines[0])
+    }
+
+    /// Starts a controller; returns its publish and command endpoints once it is listening.
+    func controller(broker: String) throws -> (process: DroverProcess, publish: String, commands: String) {
+        let ready = path("controller.ready")
+        let process = try start("controller", ["controller", "--broker", broker, "--publish", "tcp://127.0.0.1:*",
+                                               "--bind", "tcp://127.0.0.1:*", "--ready-file", ready])
+        let lines = try waitForFile(ready, process: process)
+        return (process, lines[0], lines[1])
+    }
+
+    /// Starts a worker and waits until it has registered with the broker.
+    func worker(_ name: String, broker: String, control: String? = nil, _ extra: [String]) throws -> DroverProcess {
+        let ready = path("\(name).ready")
+        var arguments = ["worker", "--broker", broker, "--name", name, "--ready-file", ready]
+        if let control { arguments += ["--control", control] }
+        let process = try start(name, arguments + extra)
+        _ = try waitForFile(ready, process: process)
+        return process
+    }
+
+    /// Waits for a ready file to appear (the event), failing early if the process dies.
+    func waitForFile(_ path: String, process: DroverProcess, seconds: Double = 30) throws -> [String] {
+        let limit = Date().addingTimeInterval(seconds)
+        while Date() < limit {
+            if let text = try? String(contentsOfFile: path, encoding: .utf8) { return text.split(separator: "\n").map(String.init) }
+            if let status = process.exitStatus {
+                throw HarnessError("\(process.name) exited with \(status) before it was ready: \(process.stderr)")
+            }
+            process.waitForChange(seconds: 0.05)
+        }
+        throw HarnessError("\(process.name) was not ready within \(seconds) s: \(process.stderr)")
+    }
+}
+
+struct HarnessError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// One `drover` child process with its output in files.
+final class DroverProcess: @unchecked Sendable {
+    let name: String
+    private let process = Process()
+    private let stdoutPath: String
+    private let stderrPath: String
+    private let exited = DispatchSemaphore(value: 0)
+
+    static let executable: String = {
+        if let path = ProcessInfo.processInfo.environment["DROVER_BIN"] { return path }
+        // The test bundle sits beside the products in .build/<triple>/debug.
+        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        if directory.lastPathComponent.hasSuffix(".xctest") { directory.deleteLastPathComponent() }
+        return directory.appendingPathComponent("drover").path
+    }()
+
+    init(name: String, arguments: [String], directory: String, stdin: String?) throws {
+        self.name = name
+        stdoutPath = "\(directory)/\(name).stdout"
+        stderrPath = "\(directory)/\(name).stderr"
+        FileManager.default.createFile(atPath: stdoutPath, contents: nil)
+        FileManager.default.createFile(atPath: stderrPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: Self.executable)
+        process.arguments = arguments
+        process.standardOutput = FileHandle(forWritingAtPath: stdoutPath)
+        process.standardError = FileHandle(forWritingAtPath: stderrPath)
+        if let stdin {
+            let input = "\(directory)/\(name).stdin"
+            FileManager.default.createFile(atPath: input, contents: Data(stdin.utf8))
+            process.standardInput = FileHandle(forReadingAtPath: input)
+        } else {
+            process.standardInput = FileHandle(forReadingAtPath: "/dev/null")
+        }
+        process.terminationHandler = { [exited] _ in exited.signal() }
+        try process.run()
+    }
+
+    var pid: Int32 { process.processIdentifier }
+    var stdout: String { (try? String(contentsOfFile: stdoutPath, encoding: .utf8)) ?? "" }
+    var stderr: String { (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "" }
+    var exitStatus: Int32? { process.isRunning ? nil : process.terminationStatus }
+
+    /// Waits for the process to exit; returns its status, or nil after `seconds`.
+    func wait(seconds: Double) -> Int32? {
+        guard exited.wait(timeout: .now() + seconds) == .success else { return nil }
+        exited.signal()  // later waiters see it too
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    /// Blocks until the process exits or `seconds` pass (a bounded wait on the exit event).
+    func waitForChange(seconds: Double) {
+        if exited.wait(timeout: .now() + seconds) == .success { exited.signal() }
+    }
+
+    func signal(_ sig: Int32) {
+        if process.isRunning { Foundation.kill(process.processIdentifier, sig) }
+    }
+
+    func kill() {
+        if process.isRunning { process.terminate(); Foundation.kill(process.processIdentifier, SIGKILL) }
+    }
+}
+
+/// Waits until `condition` holds, checking whenever `process` changes or every 50 ms, up to `seconds`.
+func eventually(seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+    let limit = Date().addingTimeInterval(seconds)
+    while Date() < limit {
+        if try condition() { return true }
+        Thread.sleep(forTimeInterval: 0.05)
+    }
+    return try condition()
+}
