@@ -136,9 +136,9 @@ struct BrokerLoop {
             dispatcher.handBack(from: peer, refs)
             if !refs.isEmpty { logger.info("worker handed items back", metadata: ["items": "\(refs.count)"]) }
         case .bye(let reason):
-            dispatcher.bye(from: peer, reason: reason, now: now)
-            if let last = dispatcher.departed.last, last.at == now {
-                logger.info("worker left", metadata: ["worker": "\(last.name)", "reason": "\(reason)", "completed": "\(last.completed)"])
+            if let gone = dispatcher.bye(from: peer, reason: reason, now: now) {
+                logger.info("worker left", metadata: ["worker": "\(gone.name)", "reason": "\(reason)",
+                                                      "completed": "\(gone.completed)", "returned": "\(gone.itemsReturned)"])
             }
         case .fleet(let state):
             if dispatcher.fleetState(from: peer, state) {

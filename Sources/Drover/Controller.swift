@@ -60,6 +60,7 @@ public final class Controller: Sendable {
             if let problem = Endpoint.problem(endpoint, binding: binding) { throw DroverError.badOption("\(flag): \(problem)") }
         }
         let publisher = try ZMQSocket(context, type: .pub, linger: 0)
+        try publisher.set(.maxMessageSize(bytes: 4096))  // it receives only subscriptions
         // A bounded linger lets the last exit report reach `drover exit` as the controller stops.
         let commands = try ZMQSocket(context, type: .router, linger: 1000)
         try commands.set(.routerMandatory(true))

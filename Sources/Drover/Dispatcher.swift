@@ -61,6 +61,7 @@ public struct Dispatcher: Sendable {
         var lastSeen: Int64
         var draining = false
         var completed = 0
+        var handedBack = 0
     }
 
     struct QueueState: Sendable {
@@ -248,19 +249,19 @@ public struct Dispatcher: Sendable {
             record.leased.remove(ref.id)
             returned.append(lease)
         }
+        record.handedBack += returned.count
         workers[peer] = record
         counters.handedBack += returned.count
         requeue(returned)
     }
 
     /// A worker is leaving. Its remaining leases go back to the queue; it gets a `bye` back as
-    /// the acknowledgement it waits for before exiting.
-    public mutating func bye(from peer: PeerID, reason: String, now: Int64) {
-        if workers[peer] != nil {
-            remove(peer, because: .bye(reason), now: now)
-        }
+    /// the acknowledgement it waits for before exiting. Returns the departure when it was a worker.
+    @discardableResult
+    public mutating func bye(from peer: PeerID, reason: String, now: Int64) -> DepartedWorker? {
         controllers.remove(peer)
         send(peer, .bye("ok"))
+        return remove(peer, because: .bye(reason), now: now)
     }
 
     /// A controller announced fleet state; a newer epoch replaces ours and goes to every worker.
@@ -349,14 +350,17 @@ public struct Dispatcher: Sendable {
         for name in touched { dispatch(name) }
     }
 
-    private mutating func remove(_ peer: PeerID, because departure: Departure, now: Int64) {
-        guard let record = workers.removeValue(forKey: peer) else { return }
+    @discardableResult
+    private mutating func remove(_ peer: PeerID, because departure: Departure, now: Int64) -> DepartedWorker? {
+        guard let record = workers.removeValue(forKey: peer) else { return nil }
         removeFromReady(peer, queue: record.queue)
         let returned = record.leased.compactMap { leases.removeValue(forKey: $0) }
-        departed.append(DepartedWorker(name: record.name, queue: record.queue, departure: departure,
-                                       completed: record.completed, itemsReturned: returned.count, at: now))
+        let gone = DepartedWorker(name: record.name, queue: record.queue, departure: departure,
+                                  completed: record.completed, itemsReturned: record.handedBack + returned.count, at: now)
+        departed.append(gone)
         if departed.count > Self.departedMemory { departed.removeFirst() }
         requeue(returned)
+        return gone
     }
 
     private mutating func removeFromReady(_ peer: PeerID, queue name: String) {

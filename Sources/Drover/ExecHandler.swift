@@ -50,7 +50,7 @@ public final class ExecHandler: WorkHandler {
     }
 
     public func cancelRunning() {
-        for pid in children.withLock({ $0 }) { kill(pid, SIGKILL) }
+        for pid in children.withLock({ $0 }) { kill(-pid, SIGKILL) }  // the whole process group
     }
 
     struct Outcome {
@@ -75,6 +75,10 @@ public final class ExecHandler: WorkHandler {
         posix_spawn_file_actions_adddup2(&actions, stdinPipe[0], 0)
         posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
+        // The command gets stdin, stdout and stderr only: no socket of ours, and no descriptor
+        // this worker inherited (a supervisor's pipe held open by an orphaned grandchild makes
+        // the supervisor think the worker is still alive).
+        drover_spawn_close_from(&actions, 3)
 
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
@@ -84,8 +88,14 @@ public final class ExecHandler: WorkHandler {
             cArgs.forEach { free($0) }
             cEnv.forEach { free($0) }
         }
+        // Its own process group, so stopping it at the deadline stops everything it started.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
+        posix_spawnattr_setpgroup(&attributes, 0)
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, argv[0], &actions, nil, cArgs, cEnv)
+        let rc = posix_spawn(&pid, argv[0], &actions, &attributes, cArgs, cEnv)
         close(stdinPipe[0]); close(stdoutPipe[1]); close(stderrPipe[1])
         guard rc == 0 else {
             close(stdinPipe[1]); close(stdoutPipe[0]); close(stderrPipe[0])

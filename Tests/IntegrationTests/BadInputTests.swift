@@ -118,4 +118,20 @@ struct BadInputTests {
             #expect(help.stdout.contains("Example"), "drover \(command) --help has an example")
         }
     }
+
+    @Test("--log-format json writes one JSON object per line")
+    func jsonLogs() throws {
+        let sandbox = try Sandbox("json")
+        defer { sandbox.tearDown() }
+        let (broker, _) = try sandbox.broker(["--log-format", "json"])
+        broker.signal(SIGTERM)
+        #expect(broker.wait(seconds: 10) == 0)
+        let lines = broker.stderr.split(separator: "\n")
+        #expect(lines.count >= 2)
+        for line in lines {
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: String]
+            #expect(object?["role"] == "broker")
+            #expect(object?["msg"] != nil && object?["ts"] != nil && object?["level"] != nil)
+        }
+    }
 }

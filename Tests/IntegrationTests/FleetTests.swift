@@ -129,4 +129,40 @@ struct FleetTests {
         #expect(sent.status == 1)
         #expect(sent.stderr.contains("command exited with status 3: bad input"))
     }
+
+    @Test("Ctrl-C on drover up drains every worker and stops the fleet cleanly")
+    func upInterrupted() throws {
+        let sandbox = try Sandbox("up-sigint")
+        defer { sandbox.tearDown() }
+        let ready = sandbox.path("up.ready")
+        let up = try sandbox.start("up", ["up", "--workers", "2", "--echo", "--base-port", "0", "--ready-file", ready])
+        let endpoints = try sandbox.waitForFile(ready, process: up)
+        let sent = try sandbox.run(["send", "--broker", endpoints[0], "--wait", "one", "two", "three"])
+        #expect(sent.status == 0, "\(sent.stderr)")
+        up.signal(SIGINT)
+        #expect(up.wait(seconds: 30) == 0, "\(up.stderr)")
+        #expect(up.stdout.contains("drover fleet is down"))
+        #expect(up.stderr.components(separatedBy: "worker: worker exited").count - 1 == 2, "both workers drained")
+    }
+
+    @Test("past the drain deadline a running item is handed back, the worker exits 3, and the exit reports it")
+    func drainDeadline() throws {
+        let sandbox = try Sandbox("deadline")
+        defer { sandbox.tearDown() }
+        let (_, broker) = try sandbox.broker()
+        let (_, publish, commands) = try sandbox.controller(broker: broker)
+        let started = sandbox.path("started")
+        let worker = try sandbox.worker("stuck", broker: broker, control: publish,
+                                        ["--threads", "1", "--exec", "touch \(started); sleep 60"])
+        let sent = try sandbox.run(["send", "--broker", broker, "long"])
+        #expect(sent.status == 0)
+        // Wait until the item is running, so the exit finds it mid-run.
+        #expect(eventually(seconds: 20) { FileManager.default.fileExists(atPath: started) })
+        let exit = try sandbox.run(["exit", "--controller", commands, "--deadline", "1"], timeout: 60)
+        #expect(exit.status == 0, "the worker still confirmed its goodbye: \(exit.stderr)")
+        #expect(exit.stdout.contains("1 handed back"))
+        #expect(worker.wait(seconds: 20) == 3)
+        let status = try sandbox.run(["status", "--broker", broker, "--json"])
+        #expect(status.stdout.contains("\"queued\" : 1"), "the item is back in the queue: \(status.stdout)")
+    }
 }

@@ -11,6 +11,13 @@ int drover_pipe_cloexec(int fds[2], int nonblocking);
 /// An eventfd(2), non-blocking and close-on-exec. Returns the fd or -1 with errno set.
 int drover_eventfd(void);
 
+#include <spawn.h>
+
+/// Adds "close every descriptor from `lowest` up" to a posix_spawn file-actions list, so a
+/// spawned command inherits only stdin, stdout and stderr, not the worker's sockets or any
+/// descriptor the worker itself inherited. Returns 0 or an errno value.
+int drover_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest);
+
 /// Names the calling thread (at most 15 bytes are kept), for `top -H` and debuggers.
 void drover_set_thread_name(const char *name);
 
