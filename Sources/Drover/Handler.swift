@@ -62,7 +62,7 @@ public final class EchoHandler: WorkHandler {
 }
 
 /// Writes all of `bytes` to `fd`, retrying short writes and EINTR.
-func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+public func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
     bytes.withUnsafeBytes { raw in
         var offset = 0
         while offset < raw.count {

@@ -39,17 +39,8 @@ struct CommandFailure: Error, CustomStringConvertible {
 }
 
 /// Writes a line (or raw bytes) to stdout unbuffered, so output from a long run appears as it happens.
-func writeOutput(_ text: String) { writeBytes(STDOUT_FILENO, Array((text + "\n").utf8)) }
-func writeOutput(_ bytes: [UInt8]) { writeBytes(STDOUT_FILENO, bytes) }
+func writeOutput(_ text: String) { writeAll(STDOUT_FILENO, Array((text + "\n").utf8)) }
+func writeOutput(_ bytes: [UInt8]) { writeAll(STDOUT_FILENO, bytes) }
 /// Writes `text` to stderr as given (no newline added).
-func writeError(_ text: String) { writeBytes(STDERR_FILENO, Array(text.utf8)) }
+func writeError(_ text: String) { writeAll(STDERR_FILENO, Array(text.utf8)) }
 
-private func writeBytes(_ fd: Int32, _ bytes: [UInt8]) {
-    bytes.withUnsafeBytes { raw in
-        var offset = 0
-        while offset < raw.count {
-            let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
-            if n > 0 { offset += n } else if errno != EINTR { return }
-        }
-    }
-}

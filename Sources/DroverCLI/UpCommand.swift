@@ -111,7 +111,7 @@ struct UpCommand: ParsableCommand {
           drover status --broker \(brokerEndpoint)
           drover exit --controller \(commandEndpoint)      (or Ctrl-C here)
         """)
-                if let readyFile { try writeLines(readyFile, [brokerEndpoint, publishEndpoint, commandEndpoint]) }
+                if let readyFile { try writeReadyFile(readyFile, lines: [brokerEndpoint, publishEndpoint, commandEndpoint]) }
 
         let signals = Mutex(0)
         let relay = SignalRelay { _, count in signals.withLock { $0 = count } }
@@ -165,8 +165,3 @@ struct UpCommand: ParsableCommand {
     }
 }
 
-func writeLines(_ path: String, _ lines: [String]) throws {
-    let temporary = path + ".tmp"
-    try (lines.joined(separator: "\n") + "\n").write(toFile: temporary, atomically: false, encoding: .utf8)
-    guard rename(temporary, path) == 0 else { throw ValidationError("cannot write \(path): \(String(cString: strerror(errno)))") }
-}
