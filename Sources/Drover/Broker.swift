@@ -56,10 +56,12 @@ public final class Broker: Sendable {
         var nextTick = monotonicMilliseconds() + heartbeat
 
         while !stopping.load(ordering: .acquiring) {
-            let ready = try poller.poll(timeout: Int(max(0, nextTick - monotonicMilliseconds())))
+            let wakeAt = min(nextTick, loop.dispatcher.nextRetryDue ?? nextTick)
+            let ready = try poller.poll(timeout: Int(max(0, wakeAt - monotonicMilliseconds())))
             if ready[wakeIndex] { wakeup.clear() }
             if ready[socketIndex] { try loop.receiveAvailable() }
             let now = monotonicMilliseconds()
+            loop.dispatcher.releaseDueRetries(now: now)
             if now >= nextTick {
                 loop.tick(now: now)
                 nextTick = now + heartbeat
@@ -89,9 +91,7 @@ struct BrokerLoop {
         self.options = options
         self.socket = socket
         self.logger = logger
-        self.dispatcher = Dispatcher(limits: .init(
-            maxItemBytes: options.maxItemBytes, maxItems: options.maxItems,
-            workerLivenessMilliseconds: Int64(options.heartbeatMilliseconds) * Int64(options.liveness)))
+        self.dispatcher = Dispatcher(limits: options.dispatcherLimits)
     }
 
     mutating func receiveAvailable() throws {
@@ -125,13 +125,17 @@ struct BrokerLoop {
                     "worker": "\(hello.name)", "queue": "\(hello.queue)", "threads": "\(hello.concurrency)"])
             }
         case .heartbeat:
-            if !dispatcher.isWorker(peer) { send(peer, .heartbeat) }
+            // Only registered workers heartbeat; anyone else has been forgotten (a restart):
+            // telling it so makes it say hello again at once, instead of after the liveness window.
+            if !dispatcher.isWorker(peer) {
+                send(peer, .error(.unknownPeer, "this broker does not know you (it may have restarted): send hello again"))
+            }
         case .submit(let submit):
             dispatcher.submit(from: peer, submit)
         case .credit(let amount):
             dispatcher.credit(from: peer, amount)
         case .done(let credit, let outcomes):
-            dispatcher.done(from: peer, credit: credit, outcomes)
+            dispatcher.done(from: peer, credit: credit, outcomes, now: now)
         case .handBack(let refs):
             dispatcher.handBack(from: peer, refs)
             if !refs.isEmpty { logger.info("worker handed items back", metadata: ["items": "\(refs.count)"]) }
@@ -148,7 +152,14 @@ struct BrokerLoop {
             let status = dispatcher.status(now: now)
             let json = (try? JSONEncoder().encode(status)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
             send(peer, .statusReply(json))
-        case .welcome, .error, .accepted, .rejected, .result, .deliver, .statusReply, .exitRequest, .exitProgress, .exitFinished:
+        case .deadLetters(let request):
+            send(peer, .deadLetterReply(dispatcher.deadLetters(request, now: now)))
+            switch request {
+            case .replay, .purge: logger.notice("dead letters changed", metadata: ["request": "\(request)"])
+            case .list, .show: break
+            }
+        case .welcome, .error, .accepted, .rejected, .result, .deliver, .statusReply, .exitRequest, .exitProgress,
+             .exitFinished, .deadLetterReply:
             send(peer, .error(.notAllowed, "the broker does not accept \(message.command) messages"))
         }
     }

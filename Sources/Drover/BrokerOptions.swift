@@ -15,6 +15,14 @@ public struct BrokerOptions: Sendable {
     public var liveness: Int32 = 3
     /// A file to write the bound endpoint to once the broker is listening (for scripts and tests).
     public var readyFile: String? = nil
+    /// Failed deliveries before an item is dead-lettered. Default 5.
+    public var maxDeliveries = 5
+    /// Per-queue overrides of ``maxDeliveries``.
+    public var queueMaxDeliveries: [String: Int] = [:]
+    /// Backoff before the first retry, doubling (with jitter) for each further one. Default 500 ms.
+    public var retryBaseMilliseconds: Int64 = 500
+    /// Longest retry backoff. Default 60 s.
+    public var retryMaxMilliseconds: Int64 = 60_000
 
     public init() {}
 }
@@ -26,6 +34,16 @@ extension BrokerOptions {
     var maxFrameBytes: Int64 { Int64(max(maxItemBytes, 1 << 20)) + 64 * 1024 }
     /// Outbound queue per peer, in messages. Credit bounds deliveries; this bounds the rest.
     static let sendHighWaterMark: Int32 = 100_000
+    /// The dispatcher's limits and policies.
+    var dispatcherLimits: DispatcherLimits {
+        var limits = DispatcherLimits(maxItemBytes: maxItemBytes, maxItems: maxItems,
+                                      workerLivenessMilliseconds: Int64(heartbeatMilliseconds) * Int64(liveness))
+        limits.maxDeliveries = maxDeliveries
+        limits.queueMaxDeliveries = queueMaxDeliveries
+        limits.retryBaseMilliseconds = retryBaseMilliseconds
+        limits.retryMaxMilliseconds = retryMaxMilliseconds
+        return limits
+    }
     /// Messages handled per poll wake-up before timers and the outbox get a turn.
     static let receiveBatch = 512
 }

@@ -12,6 +12,10 @@ public struct BrokerStatus: Codable, Sendable, Equatable {
         public var name: String
         public var queued: Int
         public var leased: Int
+        /// Failed items waiting out their retry backoff.
+        public var retrying: Int
+        /// Items in the dead-letter store.
+        public var dead: Int
         public var workers: Int
     }
 
@@ -54,12 +58,16 @@ extension Dispatcher {
         for lease in leases.values { leasedByQueue[lease.item.queue, default: 0] += 1 }
         var workersByQueue: [String: Int] = [:]
         for record in workers.values { workersByQueue[record.queue, default: 0] += 1 }
-        let names = Set(queues.keys).union(workersByQueue.keys)
+        var retryingByQueue: [String: Int] = [:]
+        for entry in retries { retryingByQueue[entry.item.queue, default: 0] += 1 }
+        var deadByQueue: [String: Int] = [:]
+        for letter in dead.values { deadByQueue[letter.item.queue, default: 0] += 1 }
+        let names = Set(queues.keys).union(workersByQueue.keys).union(retryingByQueue.keys).union(deadByQueue.keys)
         return BrokerStatus(
             fleet: .init(phase: fleet.phase == .running ? "running" : "exiting", epoch: fleet.epoch),
             queues: names.sorted().map { name in
-                .init(name: name, queued: queues[name]?.items.count ?? 0,
-                      leased: leasedByQueue[name] ?? 0, workers: workersByQueue[name] ?? 0)
+                .init(name: name, queued: queues[name]?.items.count ?? 0, leased: leasedByQueue[name] ?? 0,
+                      retrying: retryingByQueue[name] ?? 0, dead: deadByQueue[name] ?? 0, workers: workersByQueue[name] ?? 0)
             },
             workers: workers.values.sorted { $0.name < $1.name }.map { w in
                 .init(name: w.name, queue: w.queue, threads: w.concurrency, credit: w.credit, leased: w.leased.count,

@@ -74,6 +74,19 @@ public final class ControlClient {
         }
     }
 
+    /// Sends a dead-letter request to the broker and returns its JSON answer.
+    public func deadLetters(_ request: DeadLetterRequest) throws -> String {
+        let hint = "is `drover broker` running there?"
+        try sendWhenConnected(.deadLetters(request), hint: hint)
+        while true {
+            switch try next(within: Int64(timeoutSeconds * 1000), hint: hint) {
+            case .deadLetterReply(let json): return json
+            case .error(_, let text): throw DroverError.refused("the \(role) refused: \(text)")
+            default: continue
+            }
+        }
+    }
+
     /// Asks the controller to shut the fleet down, calls `onEvent` with each progress event
     /// (JSON fields) and returns the final report. With `wait` false, returns once the
     /// controller has published the exit.

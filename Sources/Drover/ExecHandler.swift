@@ -9,15 +9,18 @@ import Glibc
 /// `--exec CMD`: runs `/bin/sh -c CMD` once per item, the process-per-item form for CPU-heavy
 /// or untrusted work. The item's bytes are the command's stdin; its stdout is the result; a
 /// non-zero exit fails the item with its stderr. The command also sees `DROVER_ITEM_ID`,
-/// `DROVER_ATTEMPT` and `DROVER_QUEUE` in its environment.
+/// `DROVER_ATTEMPT`, `DROVER_QUEUE` and `DROVER_WORKER` in its environment.
 public final class ExecHandler: WorkHandler {
     public let command: String
     /// Most bytes of stderr kept in a failure message.
     static let maxErrorBytes = 2048
     private let children = Mutex<Set<pid_t>>([])
 
+    /// Creates the handler. It sets SIGPIPE to be ignored in this process: a command that
+    /// exits without reading its stdin must make our write fail with EPIPE, not kill the worker.
     public init(command: String) {
         self.command = command
+        signal(SIGPIPE, SIG_IGN)
     }
 
     /// Checks that the command's program exists, so a typo fails at start-up rather than on
@@ -36,7 +39,8 @@ public final class ExecHandler: WorkHandler {
     }
 
     public func handle(_ item: WorkItem) throws -> [UInt8] {
-        let env = ["DROVER_ITEM_ID": item.id.description, "DROVER_ATTEMPT": String(item.attempt), "DROVER_QUEUE": item.queue]
+        let env = ["DROVER_ITEM_ID": item.id.description, "DROVER_ATTEMPT": String(item.attempt),
+                   "DROVER_QUEUE": item.queue, "DROVER_WORKER": item.worker]
         let outcome = try Self.run(argv: ["/bin/sh", "-c", command], input: item.payload, environment: env,
                                    track: { pid, started in
                                        self.children.withLock { if started { $0.insert(pid) } else { $0.remove(pid) } }

@@ -9,6 +9,8 @@ public struct WorkItem: Sendable {
     public var attempt: UInt32
     public var queue: String
     public var payload: [UInt8]
+    /// The name of the worker running it.
+    public var worker: String
 }
 
 /// The error a handler throws to fail an item with a message of its own; any other error fails

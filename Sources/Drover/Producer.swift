@@ -13,15 +13,17 @@ public struct ProducerOptions: Sendable {
     public var waitForResults = false
     /// How long to wait for the broker's first answer. Default 5 s.
     public var connectTimeoutSeconds = 5.0
-    /// How long the broker may stay silent once connected. Default 10 s (it answers a heartbeat every second).
-    public var silenceTimeoutSeconds = 10.0
+    /// How long to keep reconnecting to a broker that went silent before giving up. Default 60 s.
+    public var reconnectTimeoutSeconds = 60.0
     /// Most items per `submit` message. Default 256: large enough to amortise per-message cost,
     /// small enough that the first items are accepted (and start running) at once.
     public var batchItems = 256
     /// Most payload bytes per `submit` message. Default 256 KiB.
     public var batchBytes = 256 * 1024
-    /// Most items sent but not yet accepted. Default 10,000: bounds the producer's memory and
-    /// keeps it from flooding a broker that is slow to accept.
+    /// Most items unfinished at once: not yet accepted, or with ``waitForResults`` not yet
+    /// completed. Default 10,000: bounds the producer's memory (it keeps each payload until the
+    /// item is safe, to offer it again after a broker restart) and keeps it from flooding a
+    /// broker that is slow to accept.
     public var window = 10_000
 
     public init(broker: String) {
@@ -114,26 +116,32 @@ public final class Producer {
     /// Sends every item of `items` (read lazily, so stdin can stream), then waits for the
     /// broker to accept them all and, with ``ProducerOptions/waitForResults``, for their outcomes.
     ///
-    /// `onOutcome` gets the item's index (0-based, in input order) and its outcome.
+    /// If the broker goes silent the producer reconnects and offers every unfinished item
+    /// again; the broker drops duplicates of items it still holds or completed recently, so a
+    /// restarted broker gets back what it lost and a reconnection to the same broker costs
+    /// nothing. `onOutcome` gets the item's index (0-based, in input order) and its outcome.
     public func send<S: Sequence>(
         _ items: S,
         onOutcome: (Int, ItemOutcome) -> Void = { _, _ in },
         onProgress: ((ProducerProgress) -> Void)? = nil
     ) throws -> ProducerSummary where S.Element == [UInt8] {
-        let welcome = try connect()
+        var welcome = try connect()
         var summary = ProducerSummary()
         var iterator = items.makeIterator()
         var exhausted = false
-        var unaccepted: [UInt64: [UInt8]] = [:]     // index → payload, until accepted
-        var awaiting: Set<UInt64> = []             // accepted, outcome not yet seen
-        var retry: [UInt64] = []                   // unaccepted items to offer again at `retryAt`
+        // Payloads of unfinished items: until accepted, or with --wait until their outcome.
+        var outstanding: [UInt64: [UInt8]] = [:]
+        var accepted: Set<UInt64> = []           // accepted, outcome not yet seen (--wait)
+        var retry: [UInt64] = []                 // outstanding items to offer again at `retryAt`
         var retryAt: Int64 = 0
         var nextIndex: UInt64 = 0
         var lastProgress: Int64 = 0
+        var lostSince: Int64? = nil
         var poller = ZMQPoller()
         _ = poller.add(socket)
 
         func id(_ index: UInt64) -> ItemID { ItemID(high: runID, low: index) }
+        let liveness = Int64(welcome.heartbeatMilliseconds) * 3
 
         while true {
             let now = monotonicMilliseconds()
@@ -141,7 +149,7 @@ public final class Producer {
             // that cannot be queued (broker not connected, pipe full) waits for the next turn.
             var batch: [SubmittedItem] = []
             var batchBytes = 0
-            var blocked = false
+            var blocked = lostSince != nil
             func flush() throws {
                 guard !batch.isEmpty else { return }
                 let message = DroverMessage.submit(Submit(queue: options.queue, wantsResults: options.waitForResults, items: batch))
@@ -155,16 +163,17 @@ public final class Producer {
                 batch.removeAll(keepingCapacity: true)
                 batchBytes = 0
             }
-            if !retry.isEmpty && now >= retryAt {
+            if !blocked && !retry.isEmpty && now >= retryAt {
                 let again = retry
                 retry.removeAll()
-                for index in again where unaccepted[index] != nil {
-                    batch.append(SubmittedItem(id: id(index), payload: unaccepted[index]!))
-                    if batch.count >= options.batchItems { try flush() }
+                for index in again where outstanding[index] != nil && !accepted.contains(index) {
+                    batch.append(SubmittedItem(id: id(index), payload: outstanding[index]!))
+                    batchBytes += outstanding[index]!.count
+                    if batch.count >= options.batchItems || batchBytes >= options.batchBytes { try flush() }
                 }
                 try flush()
             }
-            while !blocked && !exhausted && unaccepted.count < options.window {
+            while !blocked && !exhausted && outstanding.count < options.window {
                 guard let payload = iterator.next() else { exhausted = true; break }
                 let index = nextIndex
                 nextIndex += 1
@@ -173,14 +182,14 @@ public final class Producer {
                     continue
                 }
                 summary.sent += 1
-                unaccepted[index] = payload
+                outstanding[index] = payload
                 batch.append(SubmittedItem(id: id(index), payload: payload))
                 batchBytes += payload.count
                 if batch.count >= options.batchItems || batchBytes >= options.batchBytes { try flush() }
             }
             try flush()
 
-            if exhausted && unaccepted.isEmpty && retry.isEmpty && awaiting.isEmpty {
+            if exhausted && outstanding.isEmpty {
                 summary.read = Int(nextIndex)
                 break
             }
@@ -190,24 +199,43 @@ public final class Producer {
                     lastHeard = monotonicMilliseconds()
                     guard let message = try? Codec.decode(frames) else { continue }
                     switch message {
+                    case .welcome(let again):
+                        // The keep-alive's answer. After silence, or from a new broker process,
+                        // everything unfinished is offered again.
+                        if lostSince != nil || again.instance != welcome.instance {
+                            logger.warning(again.instance != welcome.instance
+                                           ? "the broker restarted; offering every unfinished item again"
+                                           : "the broker is back; offering every unfinished item again",
+                                           metadata: ["items": "\(outstanding.count)"])
+                            retry = outstanding.keys.sorted()
+                            retryAt = 0
+                            summary.accepted -= accepted.count  // counted again when re-accepted
+                            accepted.removeAll()
+                            lostSince = nil
+                        }
+                        welcome = again
                     case .accepted(let ids):
-                        for itemID in ids where itemID.high == runID && unaccepted.removeValue(forKey: itemID.low) != nil {
-                            summary.accepted += 1
-                            if options.waitForResults { awaiting.insert(itemID.low) }
+                        for itemID in ids where itemID.high == runID && outstanding[itemID.low] != nil {
+                            if options.waitForResults {
+                                if accepted.insert(itemID.low).inserted { summary.accepted += 1 }
+                            } else {
+                                outstanding[itemID.low] = nil
+                                summary.accepted += 1
+                            }
                         }
                     case .rejected(let rejection):
-                        for itemID in rejection.ids where itemID.high == runID {
-                            guard unaccepted[itemID.low] != nil else { continue }
+                        for itemID in rejection.ids where itemID.high == runID && outstanding[itemID.low] != nil {
                             if rejection.code == .queueFull {
                                 retry.append(itemID.low)  // stays in the window until accepted
                                 retryAt = monotonicMilliseconds() + Self.retryAfterFullMilliseconds
                             } else {
-                                unaccepted[itemID.low] = nil
+                                outstanding[itemID.low] = nil
                                 summary.rejected[Int(itemID.low)] = rejection.reason
                             }
                         }
                     case .result(let outcomes):
-                        for outcome in outcomes where outcome.id.high == runID && awaiting.remove(outcome.id.low) != nil {
+                        for outcome in outcomes where outcome.id.high == runID && outstanding.removeValue(forKey: outcome.id.low) != nil {
+                            if accepted.remove(outcome.id.low) == nil { summary.accepted += 1 }
                             if outcome.status == .succeeded { summary.succeeded += 1 } else { summary.failed += 1 }
                             onOutcome(Int(outcome.id.low), outcome)
                         }
@@ -219,10 +247,19 @@ public final class Producer {
                 }
             }
             let after = monotonicMilliseconds()
-            if after - lastSent >= 1000, try socket.send(Codec.encode(.heartbeat), dontWait: true) { lastSent = after }
-            if Double(after - lastHeard) > options.silenceTimeoutSeconds * 1000 {
-                throw DroverError.lostContact("broker", options.broker,
-                    "no answer for \(formatSeconds(options.silenceTimeoutSeconds)) with \(unaccepted.count) items not yet accepted and \(awaiting.count) outcomes outstanding")
+            // `hello` is the keep-alive: its `welcome` also says whether the broker restarted.
+            if after - lastSent >= Int64(welcome.heartbeatMilliseconds),
+               try socket.send(Codec.encode(.hello(Hello(role: .producer, name: defaultWorkerName()))), dontWait: true) {
+                lastSent = after
+            }
+            if after - lastHeard > liveness {
+                if lostSince == nil {
+                    lostSince = after
+                    logger.warning("lost contact with the broker; reconnecting", metadata: ["broker": "\(options.broker)"])
+                } else if Double(after - lostSince!) > options.reconnectTimeoutSeconds * 1000 {
+                    throw DroverError.lostContact("broker", options.broker,
+                        "no answer for \(formatSeconds(options.reconnectTimeoutSeconds)) with \(outstanding.count) items unfinished")
+                }
             }
             if let onProgress, after - lastProgress >= 100 {
                 lastProgress = after

@@ -83,8 +83,8 @@ public final class Worker: Sendable {
         }
 
         let pool = HandlerPool<Delivery>(threads: options.threads, capacity: options.capacity, name: "drover-handler") {
-            [self, queue = options.queue] delivery in
-            let item = WorkItem(id: delivery.id, attempt: delivery.attempt, queue: queue, payload: delivery.payload)
+            [self, queue = options.queue, name = options.name] delivery in
+            let item = WorkItem(id: delivery.id, attempt: delivery.attempt, queue: queue, payload: delivery.payload, worker: name)
             let outcome: ItemOutcome
             do {
                 outcome = ItemOutcome(id: item.id, attempt: item.attempt, status: .succeeded, payload: try self.handler.handle(item))

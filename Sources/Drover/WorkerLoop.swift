@@ -12,8 +12,9 @@ struct WorkerLoop {
         case serving
         /// No new work; running items finish until `deadline` (monotonic ms).
         case draining(deadline: Int64, reason: String)
-        /// Goodbye sent at `since`; waiting for the broker's acknowledgement.
-        case leaving(since: Int64, exit: WorkerExit)
+        /// Done with work; saying goodbye. `byeSentAt` is nil while the broker is unreachable
+        /// (the goodbye goes when it is back); the worker gives up waiting at `giveUpAt`.
+        case leaving(exit: WorkerExit, reason: String, byeSentAt: Int64?, giveUpAt: Int64)
     }
 
     let worker: Worker
@@ -30,6 +31,8 @@ struct WorkerLoop {
     var inPool: [ItemID: UInt32] = [:]
     /// Outcomes the broker has not taken yet (it was unreachable when they finished).
     var unsentOutcomes: [ItemOutcome] = []
+    /// Deliveries handed back while the broker was unreachable, to tell it when it is back.
+    var unsentHandBack: [DeliveryRef] = []
     var fleetEpoch: UInt64 = 0
     var lastSent: Int64 = 0
     var lastHeard: Int64 = 0
@@ -45,6 +48,9 @@ struct WorkerLoop {
     static let helloRetryMilliseconds: Int64 = 100
     /// Warn about an unreachable broker this often.
     static let warnEveryMilliseconds: Int64 = 5000
+    /// How long a leaving worker waits for an unreachable broker to come back, so that its
+    /// outcomes and goodbye are delivered rather than redelivered elsewhere.
+    static let goodbyeWaitMilliseconds: Int64 = 30_000
 
     init(worker: Worker, broker: ZMQSocket, control: ZMQSocket?, pool: HandlerPool<Delivery>) {
         self.worker = worker
@@ -121,9 +127,10 @@ struct WorkerLoop {
                 let free = options.capacity - inPool.count
                 if free > 0 { _ = send(.credit(UInt32(free)), now: now) }
             case .draining:
-                _ = send(.handBack([]), now: now)  // tells this broker we take no work
-            case .leaving(_, let exit):
-                if case .drained(let reason) = exit { _ = send(.bye(reason), now: now) }
+                handBack(unsentHandBack, now: now)  // also tells this broker we take no more work
+            case .leaving(let exit, let reason, _, let giveUpAt):
+                handBack(unsentHandBack, now: now)
+                phase = .leaving(exit: exit, reason: reason, byeSentAt: send(.bye(reason), now: now) ? now : nil, giveUpAt: giveUpAt)
             }
             applyFleet(welcome.fleet, from: "broker", now: now)
         case .deliver(let deliveries):
@@ -146,7 +153,7 @@ struct WorkerLoop {
         case .heartbeat:
             break
         case .bye:
-            if case .leaving(_, let exit) = phase { return exit }
+            if case .leaving(let exit, _, _, _) = phase { return exit }
         case .error(let code, let text):
             if code == .unknownPeer {
                 logger.warning("the broker does not know this worker (restarted?); registering again")
@@ -156,7 +163,7 @@ struct WorkerLoop {
                 logger.error("the broker refused a message", metadata: ["code": "\(code)", "reason": "\(text)"])
             }
         case .hello, .submit, .accepted, .rejected, .result, .credit, .done, .handBack,
-             .statusRequest, .statusReply, .exitRequest, .exitProgress, .exitFinished:
+             .statusRequest, .statusReply, .exitRequest, .exitProgress, .exitFinished, .deadLetters, .deadLetterReply:
             logger.warning("ignored an unexpected message from the broker", metadata: ["command": "\(message.command)"])
         }
         return nil
@@ -187,7 +194,16 @@ struct WorkerLoop {
         phase = .draining(deadline: now + Int64(deadline), reason: reason)
         logger.notice("draining", metadata: ["reason": "\(reason)", "handing-back": "\(unstarted.count)",
                                              "running": "\(inPool.count)", "deadline-ms": "\(deadline)"])
-        if registered { _ = send(.handBack(unstarted.map { DeliveryRef(id: $0.id, attempt: $0.attempt) }), now: now) }
+        handBack(unstarted.map { DeliveryRef(id: $0.id, attempt: $0.attempt) }, now: now)
+    }
+
+    /// Hands deliveries back now, or when the broker is reachable again.
+    mutating func handBack(_ refs: [DeliveryRef], now: Int64) {
+        if registered && send(.handBack(refs), now: now) {
+            unsentHandBack.removeAll()
+        } else {
+            unsentHandBack = refs
+        }
     }
 
     // MARK: Timers
@@ -219,13 +235,19 @@ struct WorkerLoop {
                 logger.warning("drain deadline passed; handing running items back and stopping them",
                                metadata: ["items": "\(abandoned.count)"])
                 worker.handler.cancelRunning()
-                if registered { _ = send(.handBack(abandoned), now: now) }
+                inPool.removeAll()
+                handBack(unsentHandBack + abandoned, now: now)
                 leave(.deadlinePassed(abandoned: abandoned.count), byeReason: "drain deadline passed", now: now)
             }
             return nil
-        case .leaving(let since, let exit):
-            if now - since > 2 * heartbeat {
+        case .leaving(let exit, _, let byeSentAt, let giveUpAt):
+            if let byeSentAt, now - byeSentAt > 2 * heartbeat {
                 logger.warning("the broker did not acknowledge this worker's goodbye; exiting anyway")
+                return exit
+            }
+            if byeSentAt == nil, now >= giveUpAt {
+                logger.warning("the broker is still unreachable; exiting without saying goodbye (it redelivers what this worker held)",
+                               metadata: ["unsent-outcomes": "\(unsentOutcomes.count)"])
                 return exit
             }
             return nil
@@ -233,8 +255,10 @@ struct WorkerLoop {
     }
 
     mutating func leave(_ exit: WorkerExit, byeReason: String, now: Int64) {
-        phase = .leaving(since: now, exit: exit)
-        if registered { _ = send(.bye(byeReason), now: now) }
+        let sent = registered && unsentOutcomes.isEmpty && unsentHandBack.isEmpty && send(.bye(byeReason), now: now)
+        if !sent { logger.notice("waiting for the broker to come back to say goodbye", metadata: ["broker": "\(options.broker)"]) }
+        phase = .leaving(exit: exit, reason: byeReason, byeSentAt: sent ? now : nil,
+                         giveUpAt: now + Self.goodbyeWaitMilliseconds)
     }
 
     mutating func sayHello(now: Int64) {

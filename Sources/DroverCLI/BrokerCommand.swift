@@ -9,8 +9,11 @@ struct BrokerCommand: ParsableCommand {
         Producers, workers and the controller all connect to this one endpoint.
         The queue is held in memory: items still queued when the broker stops are lost.
 
+        A failed item is retried with jittered exponential backoff; after --max-deliveries
+        failed deliveries it goes to the dead-letter store (see `drover dlq`).
+
         Example:
-          drover broker --bind tcp://*:5555
+          drover broker --bind tcp://*:5555 --max-deliveries 3 --queue-max-deliveries images=10
         """
     )
 
@@ -26,6 +29,19 @@ struct BrokerCommand: ParsableCommand {
     @Option(help: "Heartbeat interval towards workers, in milliseconds; a worker silent for 3 intervals is declared dead.")
     var heartbeatMs: Int32 = 1000
 
+    @Option(help: "Failed deliveries (handler failed, or its worker died) before an item goes to the dead-letter store.")
+    var maxDeliveries = 5
+
+    @Option(name: .customLong("queue-max-deliveries"), parsing: .singleValue,
+            help: ArgumentHelp("Per-queue delivery cap, as NAME=N; repeat for several queues.", valueName: "NAME=N"))
+    var queueMaxDeliveries: [String] = []
+
+    @Option(help: "Backoff before the first retry, in milliseconds; it doubles (with jitter) for each further retry.")
+    var retryBaseMs: Int64 = 500
+
+    @Option(help: "Longest retry backoff, in milliseconds.")
+    var retryMaxMs: Int64 = 60_000
+
     @Option(help: "Write the bound endpoint to this file once listening.")
     var readyFile: String?
 
@@ -36,6 +52,22 @@ struct BrokerCommand: ParsableCommand {
         guard maxItemSize > 0, maxItemSize <= 64 << 20 else { throw ValidationError("--max-item-size must be between 1 and 67108864 bytes") }
         guard maxItems > 0 else { throw ValidationError("--max-items must be at least 1") }
         guard heartbeatMs >= 10 else { throw ValidationError("--heartbeat-ms must be at least 10") }
+        guard maxDeliveries >= 1 else { throw ValidationError("--max-deliveries must be at least 1") }
+        guard retryBaseMs >= 0, retryMaxMs >= retryBaseMs else { throw ValidationError("--retry-base-ms must be at least 0 and at most --retry-max-ms") }
+        _ = try parsedQueueCaps()
+    }
+
+    /// `--queue-max-deliveries NAME=N` values as a dictionary.
+    func parsedQueueCaps() throws -> [String: Int] {
+        var caps: [String: Int] = [:]
+        for entry in queueMaxDeliveries {
+            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let cap = Int(parts[1]), cap >= 1, Dispatcher.queueNameProblem(parts[0]) == nil else {
+                throw ValidationError("--queue-max-deliveries takes NAME=N with N at least 1, for example images=3; got \"\(entry)\"")
+            }
+            caps[parts[0]] = cap
+        }
+        return caps
     }
 
     func run() throws {
@@ -45,6 +77,10 @@ struct BrokerCommand: ParsableCommand {
         options.maxItems = maxItems
         options.heartbeatMilliseconds = heartbeatMs
         options.readyFile = readyFile
+        options.maxDeliveries = maxDeliveries
+        options.queueMaxDeliveries = try parsedQueueCaps()
+        options.retryBaseMilliseconds = retryBaseMs
+        options.retryMaxMilliseconds = retryMaxMs
         let broker = Broker(options: options, logger: global.makeLogger(role: "broker"))
         let signals = SignalRelay { _, _ in broker.stop() }
         try withExtendedLifetime(signals) { try broker.run() }

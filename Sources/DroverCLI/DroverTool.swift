@@ -15,7 +15,7 @@ struct DroverTool: ParsableCommand {
         version: droverVersion,
         subcommands: [
             BrokerCommand.self, ControllerCommand.self, WorkerCommand.self,
-            SendCommand.self, ExitCommand.self, StatusCommand.self, UpCommand.self,
+            SendCommand.self, ExitCommand.self, StatusCommand.self, DeadLetterCommand.self, UpCommand.self,
         ]
     )
 }

@@ -34,6 +34,9 @@ struct SendCommand: ParsableCommand {
     @Option(help: "Seconds to wait for the broker's first answer.")
     var timeout: Double = 5
 
+    @Option(help: "Seconds to keep reconnecting to a broker that went silent, before giving up.")
+    var reconnectTimeout: Double = 60
+
     @Argument(help: "Items to send. Without items or --file, items are read from stdin.")
     var items: [String] = []
 
@@ -43,7 +46,7 @@ struct SendCommand: ParsableCommand {
         try validateEndpoint(broker, flag: "--broker", binding: false)
         if let problem = Dispatcher.queueNameProblem(queue) { throw ValidationError("--queue: \(problem)") }
         if file != nil && !items.isEmpty { throw ValidationError("give items as arguments or with --file, not both") }
-        guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+        guard timeout > 0, reconnectTimeout > 0 else { throw ValidationError("--timeout and --reconnect-timeout must be positive") }
     }
 
     func run() throws {
@@ -52,6 +55,7 @@ struct SendCommand: ParsableCommand {
         options.queue = queue
         options.waitForResults = wait
         options.connectTimeoutSeconds = timeout
+        options.reconnectTimeoutSeconds = reconnectTimeout
         let producer = try Producer(options: options, context: ZMQContext(), logger: logger)
         defer { producer.close() }
 

@@ -47,12 +47,16 @@ struct StatusCommand: ParsableCommand {
         }
         writeOutput("fleet: \(status.fleet.phase) (epoch \(status.fleet.epoch)); \(status.itemsHeld) items held")
         writeOutput("queues:")
-        for q in status.queues { writeOutput("  \(q.name): \(q.queued) queued, \(q.leased) running, \(q.workers) workers") }
+        for q in status.queues {
+            writeOutput("  \(q.name): \(q.queued) queued, \(q.leased) running, \(q.retrying) waiting to retry, \(q.dead) dead, \(q.workers) workers")
+        }
         writeOutput("workers:")
         for w in status.workers {
             writeOutput("  \(w.name) on \(w.queue): \(w.threads) threads, \(w.leased) leased, \(w.completed) completed\(w.draining ? ", draining" : "")")
         }
         let c = status.counters
-        writeOutput("counters: accepted \(c.accepted), completed \(c.completed), failed \(c.failed), rejected \(c.rejected), handed back \(c.handedBack), stale outcomes \(c.staleOutcomes)")
+        writeOutput("counters: accepted \(c.accepted), completed \(c.completed), retried \(c.retried), dead-lettered \(c.deadLettered), "
+                    + "rejected \(c.rejected), duplicates dropped \(c.duplicates), redelivered \(c.redelivered), "
+                    + "handed back \(c.handedBack), stale outcomes rejected \(c.staleOutcomes)")
     }
 }

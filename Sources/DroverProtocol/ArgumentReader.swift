@@ -33,6 +33,7 @@ struct ArgumentReader<C: RandomAccessCollection> where C.Element == [UInt8], C.I
     mutating func byte() throws(ProtocolError) -> UInt8 { try sized(1, "a 1-byte field")[0] }
     mutating func u16() throws(ProtocolError) -> UInt16 { let b = try sized(2, "a 2-byte integer"); return UInt16(b[0]) << 8 | UInt16(b[1]) }
     mutating func u32() throws(ProtocolError) -> UInt32 { readU32(try sized(4, "a 4-byte integer"), 0) }
+    mutating func u64() throws(ProtocolError) -> UInt64 { readU64(try sized(8, "an 8-byte integer"), 0) }
     mutating func id() throws(ProtocolError) -> ItemID { readID(try sized(16, "an item id"), 0) }
 
     mutating func ref() throws(ProtocolError) -> DeliveryRef {

@@ -19,7 +19,7 @@ public enum Codec {
         case .hello(let h):
             frames += [[h.role.rawValue], Array(h.name.utf8), Array(h.queue.utf8), be32(h.concurrency)]
         case .welcome(let w):
-            frames += [be32(w.maxItemBytes), be32(w.heartbeatMilliseconds), fleetFrame(w.fleet)]
+            frames += [be32(w.maxItemBytes), be32(w.heartbeatMilliseconds), fleetFrame(w.fleet), be64(w.instance)]
         case .heartbeat, .statusRequest:
             break
         case .error(let code, let text):
@@ -68,6 +68,15 @@ public enum Codec {
             frames.append(be32(deadline))
         case .exitFinished(let ok, let json):
             frames += [[ok ? 1 : 0], Array(json.utf8)]
+        case .deadLetters(let request):
+            switch request {
+            case .list(let limit): frames += [[DeadLetterRequest.Kind.list.rawValue], be32(limit)]
+            case .show(let id): frames += [[DeadLetterRequest.Kind.show.rawValue], idBytes(id)]
+            case .replay(let ids): frames += [[DeadLetterRequest.Kind.replay.rawValue], idList(ids)]
+            case .purge(let ids): frames += [[DeadLetterRequest.Kind.purge.rawValue], idList(ids)]
+            }
+        case .deadLetterReply(let json):
+            frames.append(Array(json.utf8))
         }
         return frames
     }
@@ -99,8 +108,9 @@ public enum Codec {
             guard let role = PeerRole(rawValue: try reader.byte()) else { throw .badValue("hello: unknown role") }
             return .hello(Hello(role: role, name: try reader.name(), queue: try reader.name(), concurrency: try reader.u32()))
         case .welcome:
-            try reader.expectCount(3)
-            return .welcome(Welcome(maxItemBytes: try reader.u32(), heartbeatMilliseconds: try reader.u32(), fleet: try reader.fleet()))
+            try reader.expectCount(4)
+            return .welcome(Welcome(maxItemBytes: try reader.u32(), heartbeatMilliseconds: try reader.u32(),
+                                    fleet: try reader.fleet(), instance: try reader.u64()))
         case .heartbeat:
             try reader.expectCount(0)
             return .heartbeat
@@ -170,6 +180,18 @@ public enum Codec {
         case .exitFinished:
             try reader.expectCount(2)
             return .exitFinished(succeeded: try reader.byte() != 0, try reader.text())
+        case .deadLetters:
+            try reader.expectCount(2)
+            switch DeadLetterRequest.Kind(rawValue: try reader.byte()) {
+            case .list?: return .deadLetters(.list(limit: try reader.u32()))
+            case .show?: return .deadLetters(.show(try reader.id()))
+            case .replay?: return .deadLetters(.replay(try reader.idList()))
+            case .purge?: return .deadLetters(.purge(try reader.idList()))
+            case nil: throw .badValue("dead-letters: unknown request kind")
+            }
+        case .deadLetterReply:
+            try reader.expectCount(1)
+            return .deadLetterReply(try reader.text())
         }
     }
 

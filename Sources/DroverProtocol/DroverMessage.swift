@@ -29,6 +29,10 @@ public enum DroverMessage: Sendable, Equatable {
     case exitProgress(String)
     case exitFinished(succeeded: Bool, String)
 
+    // The dead-letter store: any client → broker, answered with JSON.
+    case deadLetters(DeadLetterRequest)
+    case deadLetterReply(String)
+
     /// The one-byte command code in the second frame.
     public enum Command: UInt8, Sendable {
         case hello = 0x01
@@ -50,6 +54,8 @@ public enum DroverMessage: Sendable, Equatable {
         case exitRequest = 0x42
         case exitProgress = 0x43
         case exitFinished = 0x44
+        case deadLetters = 0x50
+        case deadLetterReply = 0x51
     }
 
     /// This message's command code.
@@ -74,7 +80,26 @@ public enum DroverMessage: Sendable, Equatable {
         case .exitRequest: .exitRequest
         case .exitProgress: .exitProgress
         case .exitFinished: .exitFinished
+        case .deadLetters: .deadLetters
+        case .deadLetterReply: .deadLetterReply
         }
+    }
+}
+
+/// What `drover dlq` asks of the broker's dead-letter store.
+public enum DeadLetterRequest: Sendable, Equatable {
+    /// The first `limit` dead items, oldest first (0: all).
+    case list(limit: UInt32)
+    /// One dead item with its payload.
+    case show(ItemID)
+    /// Put these dead items (all of them when empty) back on their queues with a fresh delivery cap.
+    case replay([ItemID])
+    /// Delete these dead items (all of them when empty).
+    case purge([ItemID])
+
+    /// The request-kind byte, the first argument frame.
+    public enum Kind: UInt8, Sendable {
+        case list = 1, show = 2, replay = 3, purge = 4
     }
 }
 

@@ -98,16 +98,21 @@ public struct Hello: Sendable, Equatable {
     }
 }
 
-/// The broker's answer to ``Hello``: its limits and the fleet state.
+/// The broker's answer to ``Hello``: its limits, the fleet state, and which broker process
+/// this is.
 public struct Welcome: Sendable, Equatable {
     public var maxItemBytes: UInt32
     public var heartbeatMilliseconds: UInt32
     public var fleet: FleetState
+    /// Random per broker process. A new value after a reconnect means the broker restarted
+    /// and has forgotten everything it held (its queue is in memory).
+    public var instance: UInt64
 
-    public init(maxItemBytes: UInt32, heartbeatMilliseconds: UInt32, fleet: FleetState) {
+    public init(maxItemBytes: UInt32, heartbeatMilliseconds: UInt32, fleet: FleetState, instance: UInt64) {
         self.maxItemBytes = maxItemBytes
         self.heartbeatMilliseconds = heartbeatMilliseconds
         self.fleet = fleet
+        self.instance = instance
     }
 }
 

@@ -10,7 +10,7 @@ struct CodecTests {
     static let samples: [DroverMessage] = [
         .hello(Hello(role: .worker, name: "host:12", queue: "images", concurrency: 8)),
         .hello(Hello(role: .producer, name: "p")),
-        .welcome(Welcome(maxItemBytes: 1 << 20, heartbeatMilliseconds: 1000, fleet: fleet)),
+        .welcome(Welcome(maxItemBytes: 1 << 20, heartbeatMilliseconds: 1000, fleet: fleet, instance: 0xDEAD_BEEF)),
         .heartbeat,
         .error(.unknownPeer, "say hello"),
         .submit(Submit(queue: "q", wantsResults: true, items: [SubmittedItem(id: id1, payload: Array("a".utf8)), SubmittedItem(id: id2, payload: [])])),
@@ -30,6 +30,11 @@ struct CodecTests {
         .exitRequest(deadlineMilliseconds: 5000),
         .exitProgress("{\"event\":\"waiting\"}"),
         .exitFinished(succeeded: true, "{}"),
+        .deadLetters(.list(limit: 10)),
+        .deadLetters(.show(id1)),
+        .deadLetters(.replay([id1, id2])),
+        .deadLetters(.purge([])),
+        .deadLetterReply("[]"),
     ]
 
     @Test("every message survives encode then decode", arguments: samples)

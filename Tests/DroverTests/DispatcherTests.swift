@@ -9,8 +9,12 @@ struct DispatcherTests {
     let w1: PeerID = Array("w1".utf8)
     let w2: PeerID = Array("w2".utf8)
 
-    func makeDispatcher(maxItems: Int = 1000, maxItemBytes: Int = 100) -> Dispatcher {
-        Dispatcher(limits: .init(maxItemBytes: maxItemBytes, maxItems: maxItems, workerLivenessMilliseconds: 3000))
+    func makeDispatcher(maxItems: Int = 1000, maxItemBytes: Int = 100, maxDeliveries: Int = 5) -> Dispatcher {
+        var limits = DispatcherLimits(maxItemBytes: maxItemBytes, maxItems: maxItems, workerLivenessMilliseconds: 3000)
+        limits.maxDeliveries = maxDeliveries
+        limits.retryBaseMilliseconds = 100
+        limits.retryMaxMilliseconds = 1000
+        return Dispatcher(limits: limits, seed: 42)
     }
 
     func id(_ n: UInt64) -> ItemID { ItemID(high: 1, low: n) }
@@ -65,7 +69,7 @@ struct DispatcherTests {
         d.credit(from: w1, 1)
         submit(&d, 1...2)
         _ = d.takeOutbox()
-        d.done(from: w1, credit: 1, [ItemOutcome(id: id(1), attempt: 1, status: .succeeded, payload: Array("R".utf8))])
+        d.done(from: w1, credit: 1, [ItemOutcome(id: id(1), attempt: 1, status: .succeeded, payload: Array("R".utf8))], now: 0)
         let out = d.takeOutbox()
         #expect(out.contains(Outgoing(peer: producer, message: .result([ItemOutcome(id: id(1), attempt: 1, status: .succeeded, payload: Array("R".utf8))]))))
         #expect(deliveries(out)[w1]?.map(\.id) == [id(2)])
@@ -88,11 +92,11 @@ struct DispatcherTests {
         #expect(deliveries(d.takeOutbox())[w2]?.first?.attempt == 2)
         // The late outcome of attempt 1 (w1 came back) is stale.
         join(&d, w1, now: 10_001)
-        d.done(from: w1, credit: 0, [ItemOutcome(id: id(1), attempt: 1, status: .succeeded, payload: [])])
+        d.done(from: w1, credit: 0, [ItemOutcome(id: id(1), attempt: 1, status: .succeeded, payload: [])], now: 0)
         #expect(d.counters.staleOutcomes == 1)
         #expect(d.counters.completed == 0)
-        d.done(from: w2, credit: 0, [ItemOutcome(id: id(1), attempt: 2, status: .succeeded, payload: [])])
-        d.done(from: w2, credit: 0, [ItemOutcome(id: id(1), attempt: 2, status: .succeeded, payload: [])])
+        d.done(from: w2, credit: 0, [ItemOutcome(id: id(1), attempt: 2, status: .succeeded, payload: [])], now: 0)
+        d.done(from: w2, credit: 0, [ItemOutcome(id: id(1), attempt: 2, status: .succeeded, payload: [])], now: 0)
         #expect(d.counters.completed == 1)
         #expect(d.counters.staleOutcomes == 2)
         #expect(d.itemsHeld == 0)
@@ -168,6 +172,107 @@ struct DispatcherTests {
         let older = d.fleetState(from: controller, FleetState(epoch: 3, phase: .running, deadlineMilliseconds: 0))
         #expect(!older)
         #expect(d.fleet == exiting)
+    }
+
+    @Test("a failed item is retried after a jittered, growing backoff, then dead-lettered at the cap")
+    func retriesThenDeadLetter() {
+        var d = makeDispatcher(maxDeliveries: 3)
+        join(&d, w1)
+        d.credit(from: w1, 1)
+        submit(&d, 1...1)
+        var now: Int64 = 0
+        var delays: [Int64] = []
+        for attempt in 1...3 {
+            let delivered = deliveries(d.takeOutbox())[w1]
+            #expect(delivered?.first?.attempt == UInt32(attempt))
+            d.done(from: w1, credit: 1, [ItemOutcome(id: id(1), attempt: UInt32(attempt), status: .failed, payload: Array("boom \(attempt)".utf8))], now: now)
+            guard attempt < 3 else { break }
+            let due = d.nextRetryDue!
+            delays.append(due - now)
+            d.releaseDueRetries(now: due - 1)
+            #expect(deliveries(d.takeOutbox()).isEmpty, "nothing before the backoff is over")
+            now = due
+            d.releaseDueRetries(now: now)
+        }
+        // base 100 ms: the first wait is in [50, 100], the second in [100, 200].
+        #expect((50...100).contains(delays[0]) && (100...200).contains(delays[1]), "\(delays)")
+        let out = d.takeOutbox()
+        guard case .result(let results)? = out.first(where: { $0.peer == producer })?.message else { Issue.record("no result"); return }
+        #expect(results.first?.status == .failed)
+        #expect(String(decoding: results.first!.payload, as: UTF8.self) == "dead-lettered after 3 failed deliveries: boom 3")
+        #expect(d.counters.retried == 2 && d.counters.deadLettered == 1)
+        #expect(d.itemsHeld == 1, "a dead item is still held")
+        #expect(d.status(now: now).queues.first?.dead == 1)
+    }
+
+    @Test("replay puts a dead item back with a fresh cap; purge deletes it")
+    func replayAndPurge() throws {
+        var d = makeDispatcher(maxDeliveries: 1)
+        join(&d, w1)
+        d.credit(from: w1, 2)
+        submit(&d, 1...2)
+        _ = d.takeOutbox()
+        d.done(from: w1, credit: 0, [ItemOutcome(id: id(1), attempt: 1, status: .failed, payload: []),
+                                     ItemOutcome(id: id(2), attempt: 1, status: .failed, payload: [])], now: 0)
+        _ = d.takeOutbox()
+        #expect(d.deadLetters(.list(limit: 0), now: 5).contains(id(1).description))
+        #expect(d.deadLetters(.replay([id(1)]), now: 5).contains("\"count\":1"))
+        d.credit(from: w1, 1)
+        let again = deliveries(d.takeOutbox())[w1]
+        #expect(again?.map(\.id) == [id(1)])
+        #expect(again?.first?.attempt == 2, "attempts keep growing across a replay")
+        #expect(d.deadLetters(.purge([]), now: 6).contains("\"count\":1"))
+        #expect(d.itemsHeld == 1)
+        #expect(d.deadLetters(.show(id(2)), now: 6).contains("\"unknown\""))
+    }
+
+    @Test("a worker that dies mid-item counts as a failed delivery; one that says bye does not")
+    func deathCountsAgainstTheCap() {
+        var d = makeDispatcher(maxDeliveries: 2)
+        join(&d, w1, now: 0)
+        d.credit(from: w1, 1)
+        submit(&d, 1...1)
+        _ = d.takeOutbox()
+        d.bye(from: w1, reason: "stopped at once", now: 1)
+        join(&d, w2, now: 1)
+        d.credit(from: w2, 1)
+        #expect(deliveries(d.takeOutbox())[w2]?.first?.attempt == 2)
+        d.expireSilentWorkers(now: 10_000)
+        join(&d, w1, now: 10_000)
+        d.credit(from: w1, 1)
+        #expect(deliveries(d.takeOutbox())[w1]?.first?.attempt == 3, "one death: still under the cap of 2")
+        d.expireSilentWorkers(now: 20_000)
+        #expect(d.counters.deadLettered == 1)
+        #expect(d.deadLetters(.list(limit: 0), now: 20_000).contains("went silent while running attempt 3"))
+    }
+
+    @Test("a resubmitted id is not held twice: a live one is re-routed, a completed one gets its result again")
+    func deduplication() {
+        var d = makeDispatcher()
+        join(&d, w1)
+        d.credit(from: w1, 1)
+        submit(&d, 1...2)
+        _ = d.takeOutbox()
+        let other: PeerID = Array("producer-2".utf8)
+        d.submit(from: other, Submit(queue: "q", wantsResults: true, items: [SubmittedItem(id: id(2), payload: [])]))
+        #expect(d.takeOutbox() == [Outgoing(peer: other, message: .accepted([id(2)]))])
+        #expect(d.itemsHeld == 2)
+        let result = ItemOutcome(id: id(1), attempt: 1, status: .succeeded, payload: Array("R".utf8))
+        d.done(from: w1, credit: 1, [result], now: 0)
+        let delivered = deliveries(d.takeOutbox())[w1]
+        d.done(from: w1, credit: 0, [ItemOutcome(id: id(2), attempt: delivered!.first!.attempt, status: .succeeded, payload: [])], now: 0)
+        #expect(d.takeOutbox().contains { $0.peer == other }, "the outcome goes to the producer that resubmitted")
+        d.submit(from: other, Submit(queue: "q", wantsResults: true, items: [SubmittedItem(id: id(1), payload: [])]))
+        #expect(d.takeOutbox() == [Outgoing(peer: other, message: .accepted([id(1)])), Outgoing(peer: other, message: .result([result]))])
+        #expect(d.counters.duplicates == 2)
+        #expect(d.counters.accepted == 2)
+    }
+
+    @Test("an outcome from a worker the broker no longer knows is counted stale")
+    func unknownWorkerOutcomeIsStale() {
+        var d = makeDispatcher()
+        d.done(from: w1, credit: 1, [ItemOutcome(id: id(1), attempt: 1, status: .succeeded, payload: [])], now: 0)
+        #expect(d.counters.staleOutcomes == 1)
     }
 
     @Test("a message from an unknown worker is answered with unknownPeer")

@@ -119,15 +119,35 @@ struct FleetTests {
         #expect(up.stdout.contains("drover fleet is down"))
     }
 
-    @Test("a failing handler's error reaches the producer, which exits non-zero")
-    func handlerFailureReported() throws {
-        let sandbox = try Sandbox("fail")
+    @Test("an item whose handler always fails is dead-lettered after exactly the cap, and replay runs it again")
+    func deadLetterAndReplay() throws {
+        let sandbox = try Sandbox("dlq")
         defer { sandbox.tearDown() }
-        let (_, broker) = try sandbox.broker()
-        _ = try sandbox.worker("w", broker: broker, ["--exec", "echo bad input >&2; exit 3"])
+        let (_, broker) = try sandbox.broker(["--max-deliveries", "3", "--retry-base-ms", "20"])
+        let ledger = sandbox.path("attempts")
+        _ = try sandbox.worker("w", broker: broker, ["--exec", "echo \"$DROVER_ATTEMPT\" >> \(ledger); echo bad input >&2; exit 3"])
         let sent = try sandbox.run(["send", "--broker", broker, "--wait", "x"])
         #expect(sent.status == 1)
-        #expect(sent.stderr.contains("command exited with status 3: bad input"))
+        #expect(sent.stderr.contains("dead-lettered after 3 failed deliveries: command exited with status 3: bad input"))
+        #expect(try String(contentsOfFile: ledger, encoding: .utf8) == "1\n2\n3\n", "exactly the cap, no more")
+
+        let list = try sandbox.run(["dlq", "list", "--broker", broker])
+        #expect(list.status == 0)
+        #expect(list.stdout.contains("attempts=3  failures=3"))
+        #expect(list.stdout.contains("last error: command exited with status 3: bad input"))
+        let id = String(list.lines[0].prefix(32))
+        let show = try sandbox.run(["dlq", "show", "--broker", broker, id])
+        #expect(show.stdout.contains("payload:    x"))
+
+        let replay = try sandbox.run(["dlq", "replay", "--broker", broker, id])
+        #expect(replay.stdout.contains("replayed 1 dead item"))
+        // It runs three more times (attempts 4 to 6) and is dead again.
+        #expect(eventually(seconds: 30) { ((try? String(contentsOfFile: ledger, encoding: .utf8)) ?? "") == "1\n2\n3\n4\n5\n6\n" })
+        #expect(eventually(seconds: 10) { (try? sandbox.run(["dlq", "list", "--broker", broker]).stdout.contains("attempts=6")) == true })
+        let purge = try sandbox.run(["dlq", "purge", "--broker", broker])
+        #expect(purge.stdout.contains("purged 1 dead item"))
+        let bad = try sandbox.run(["dlq", "show", "--broker", broker, "not-an-id"])
+        #expect(bad.status != 0 && bad.stderr.contains("is not an item id"))
     }
 
     @Test("Ctrl-C on drover up drains every worker and stops the fleet cleanly")

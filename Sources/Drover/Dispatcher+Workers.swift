@@ -1,0 +1,175 @@
+import DroverProtocol
+
+/// Workers and the controller: registration, credit, hand-back, departure, fleet state.
+extension Dispatcher {
+    /// A peer introduced itself.
+    public mutating func hello(from peer: PeerID, _ hello: Hello, now: Int64, heartbeatMilliseconds: UInt32) {
+        switch hello.role {
+        case .worker:
+            if var record = workers[peer] {
+                // A worker that re-registers (it lost contact with us) keeps its leases: it is
+                // still running those items. Its old credit is void; it grants afresh.
+                record.name = hello.name
+                record.credit = 0
+                record.lastSeen = now
+                record.draining = false
+                workers[peer] = record
+                removeFromReady(peer, queue: record.queue)
+            } else {
+                workers[peer] = WorkerRecord(name: hello.name, queue: hello.queue,
+                                             concurrency: Int(hello.concurrency), lastSeen: now)
+            }
+        case .controller:
+            controllers.insert(peer)
+        case .producer:
+            break
+        }
+        send(peer, .welcome(Welcome(maxItemBytes: UInt32(limits.maxItemBytes),
+                                    heartbeatMilliseconds: heartbeatMilliseconds, fleet: fleet, instance: instance)))
+    }
+
+    /// Any message from `peer` shows it is alive.
+    public mutating func seen(_ peer: PeerID, now: Int64) {
+        workers[peer]?.lastSeen = now
+    }
+
+    /// A worker granted `amount` more credit.
+    public mutating func credit(from peer: PeerID, _ amount: UInt32) {
+        guard var record = workers[peer] else { return unknownPeer(peer) }
+        grant(&record, peer: peer, amount)
+        workers[peer] = record
+        dispatch(record.queue)
+    }
+
+    /// A worker handed deliveries back unstarted; it is draining and gets no more work.
+    /// Handing back does not count against the item's delivery cap.
+    public mutating func handBack(from peer: PeerID, _ refs: [DeliveryRef]) {
+        guard var record = workers[peer] else { return unknownPeer(peer) }
+        record.draining = true
+        record.credit = 0
+        removeFromReady(peer, queue: record.queue)
+        var returned: [Item] = []
+        for ref in refs {
+            guard let lease = leases[ref.id], lease.worker == peer, lease.attempt == ref.attempt else {
+                counters.staleOutcomes += 1
+                continue
+            }
+            leases[ref.id] = nil
+            record.leased.remove(ref.id)
+            returned.append(lease.item)
+        }
+        record.handedBack += returned.count
+        workers[peer] = record
+        counters.handedBack += returned.count
+        requeueAtFront(returned)
+    }
+
+    /// A worker is leaving. Its remaining leases go back to the queue; it gets a `bye` back as
+    /// the acknowledgement it waits for before exiting. Returns the departure when it was a worker.
+    @discardableResult
+    public mutating func bye(from peer: PeerID, reason: String, now: Int64) -> DepartedWorker? {
+        controllers.remove(peer)
+        send(peer, .bye("ok"))
+        return remove(peer, because: .bye(reason), now: now)
+    }
+
+    /// A controller announced fleet state; a newer epoch replaces ours and goes to every worker.
+    /// Returns whether the state changed.
+    @discardableResult
+    public mutating func fleetState(from peer: PeerID, _ state: FleetState) -> Bool {
+        guard controllers.contains(peer) else {
+            send(peer, .error(.notAllowed, "only a controller may set fleet state; say hello as a controller first"))
+            return false
+        }
+        guard state.epoch > fleet.epoch else { return false }
+        fleet = state
+        for worker in workers.keys { send(worker, .fleet(state)) }
+        return true
+    }
+
+    /// Declares dead every worker silent for longer than the liveness window; returns their names.
+    @discardableResult
+    public mutating func expireSilentWorkers(now: Int64) -> [String] {
+        let silent = workers.filter { now - $0.value.lastSeen > limits.workerLivenessMilliseconds }
+        for peer in silent.keys { remove(peer, because: .silent, now: now) }
+        return silent.values.map(\.name)
+    }
+
+    /// The ROUTER could not route to `peer` (it is gone). Returns `true` when it was a worker.
+    @discardableResult
+    public mutating func unreachable(_ peer: PeerID, now: Int64) -> Bool {
+        controllers.remove(peer)
+        guard workers[peer] != nil else { return false }
+        remove(peer, because: .unreachable, now: now)
+        return true
+    }
+
+    /// A `deliver` could not be sent (the worker's pipe is full or gone): its items return to
+    /// the queue, and the attempt does not count.
+    public mutating func undelivered(to peer: PeerID, _ deliveries: [Delivery]) {
+        var returned: [Item] = []
+        for d in deliveries {
+            guard let lease = leases[d.id], lease.worker == peer, lease.attempt == d.attempt else { continue }
+            leases[d.id] = nil
+            workers[peer]?.leased.remove(d.id)
+            returned.append(lease.item)
+        }
+        requeueAtFront(returned)
+    }
+
+    // MARK: Internals
+
+    mutating func grant(_ record: inout WorkerRecord, peer: PeerID, _ amount: UInt32) {
+        guard !record.draining, amount > 0 else { return }
+        let wasReady = record.credit > 0
+        record.credit = min(record.credit + Int(amount), Self.maxCredit)
+        if !wasReady { queues[record.queue, default: QueueState()].ready.append(peer) }
+    }
+
+    /// Takes a worker off the books; the items it held go back to the front of the queue. When
+    /// it died (silent or unreachable) each counts as a failed delivery, since a handler that
+    /// kills its worker is how a poison item shows itself, and goes to the dead-letter store at
+    /// the cap.
+    @discardableResult
+    mutating func remove(_ peer: PeerID, because departure: Departure, now: Int64) -> DepartedWorker? {
+        guard let record = workers.removeValue(forKey: peer) else { return nil }
+        removeFromReady(peer, queue: record.queue)
+        let orphaned = record.leased.compactMap { leases.removeValue(forKey: $0) }
+        let how = switch departure {
+        case .bye: "left"
+        case .silent: "went silent"
+        case .unreachable: "became unreachable"
+        }
+        var requeue: [Item] = []
+        for lease in orphaned {
+            var item = lease.item
+            switch departure {
+            case .bye:
+                // It stopped on purpose (a second SIGTERM): not the item's fault.
+                break
+            case .silent, .unreachable:
+                item.failures += 1
+                item.lastError = "worker \(record.name) \(how) while running attempt \(lease.attempt)"
+            }
+            if Int(item.failures) >= limits.maxDeliveries(for: item.queue) {
+                deadLetter(item, now: now)
+            } else {
+                requeue.append(item)
+            }
+        }
+        let gone = DepartedWorker(name: record.name, queue: record.queue, departure: departure,
+                                  completed: record.completed, itemsReturned: record.handedBack + orphaned.count, at: now)
+        departed.append(gone)
+        if departed.count > Self.departedMemory { departed.removeFirst() }
+        requeueAtFront(requeue)
+        return gone
+    }
+
+    mutating func removeFromReady(_ peer: PeerID, queue name: String) {
+        queues[name]?.ready.removeAll { $0 == peer }
+    }
+
+    mutating func unknownPeer(_ peer: PeerID) {
+        send(peer, .error(.unknownPeer, "this broker does not know you (it may have restarted): send hello again"))
+    }
+}
