@@ -78,6 +78,7 @@ struct WorkerLoop {
                 if box.stopRequested {
                     // Saying goodbye without waiting lets the broker redeliver at once.
                     _ = send(.bye("stopped at once"), now: now)
+                    worker.handler.cancelRunning()
                     logger.warning("worker stopping at once; the broker redelivers its items", metadata: ["items": "\(inPool.count)"])
                     return .stopped
                 }
