@@ -15,9 +15,23 @@ public final class Broker: Sendable {
     private let wakeup = Wakeup()
     private let stopping = Atomic<Bool>(false)
 
-    public init(options: BrokerOptions, context: ZMQContext = ZMQContext(), logger: Logger) {
+    private let ownsContext: Bool
+
+    /// A broker with a context of its own, terminated when ``run()`` returns so that its last
+    /// replies are flushed before the process ends.
+    public convenience init(options: BrokerOptions, logger: Logger) {
+        self.init(options: options, context: ZMQContext(), ownsContext: true, logger: logger)
+    }
+
+    /// A broker on a shared context, which the caller terminates.
+    public convenience init(options: BrokerOptions, context: ZMQContext, logger: Logger) {
+        self.init(options: options, context: context, ownsContext: false, logger: logger)
+    }
+
+    private init(options: BrokerOptions, context: ZMQContext, ownsContext: Bool, logger: Logger) {
         self.options = options
         self.context = context
+        self.ownsContext = ownsContext
         self.logger = logger
     }
 
@@ -29,7 +43,8 @@ public final class Broker: Sendable {
 
     /// Binds and serves until ``stop()``. Throws when the endpoint cannot be bound.
     public func run() throws {
-        let socket = try ZMQSocket(context, type: .router, linger: 0)
+        // Bounded linger: last replies (a goodbye acknowledgement) go out as the broker stops.
+        let socket = try ZMQSocket(context, type: .router, linger: 500)
         try socket.set(.routerMandatory(true))
         try socket.set(.routerHandover(true))
         try socket.set(.maxMessageSize(bytes: options.maxFrameBytes))
@@ -74,6 +89,7 @@ public final class Broker: Sendable {
             "note": "\(held == 0 ? "nothing held" : "this in-memory broker keeps no journal: the items it held are gone")",
         ])
         socket.close()
+        if ownsContext { context.terminate() }
     }
 }
 

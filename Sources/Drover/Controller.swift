@@ -44,9 +44,23 @@ public final class Controller: Sendable {
     /// A broker that has not answered a status request for this long fails the exit being watched.
     static let brokerSilenceMilliseconds: Int64 = 5000
 
-    public init(options: ControllerOptions, context: ZMQContext = ZMQContext(), logger: Logger) {
+    private let ownsContext: Bool
+
+    /// A controller with a context of its own, terminated when ``run()`` returns so that its
+    /// last report reaches `drover exit` before the process ends.
+    public convenience init(options: ControllerOptions, logger: Logger) {
+        self.init(options: options, context: ZMQContext(), ownsContext: true, logger: logger)
+    }
+
+    /// A controller on a shared context, which the caller terminates.
+    public convenience init(options: ControllerOptions, context: ZMQContext, logger: Logger) {
+        self.init(options: options, context: context, ownsContext: false, logger: logger)
+    }
+
+    private init(options: ControllerOptions, context: ZMQContext, ownsContext: Bool, logger: Logger) {
         self.options = options
         self.context = context
+        self.ownsContext = ownsContext
         self.logger = logger
     }
 
@@ -98,6 +112,10 @@ public final class Controller: Sendable {
             loop.timers(now: now)
         }
         logger.info("controller stopping")
+        publisher.close()
+        commands.close()
+        broker.close()
+        if ownsContext { context.terminate() }
     }
 }
 

@@ -31,21 +31,30 @@ struct WorkerLoop {
     var inPool: [ItemID: UInt32] = [:]
     /// Outcomes the broker has not taken yet (it was unreachable when they finished).
     var unsentOutcomes: [ItemOutcome] = []
+    /// Slots freed since the broker last heard of our credit: sent with the next `done`.
+    var creditOwed = 0
     /// Deliveries handed back while the broker was unreachable, to tell it when it is back.
     var unsentHandBack: [DeliveryRef] = []
     var fleetEpoch: UInt64 = 0
     var lastSent: Int64 = 0
     var lastHeard: Int64 = 0
     var lastHello: Int64 = 0
+    /// Whether the last `hello` went out and has not been answered yet. Only the first
+    /// `welcome` after a `hello` grants credit: a second one (two hellos crossed in flight)
+    /// would otherwise double the credit.
+    var helloOutstanding = false
+    var lastLoop: Int64 = 0
     var lastWarned: Int64 = 0
     let startedAt = monotonicMilliseconds()
 
     var heartbeat: Int64 { Int64(options.heartbeatMilliseconds) }
     var liveness: Int64 { heartbeat * Int64(options.liveness) }
-    /// How often `hello` is offered while unregistered. With ZMQ_IMMEDIATE an offer made before
-    /// the TCP connection is up is refused locally (nothing goes on the wire), so this only
-    /// bounds how soon after connecting the worker registers.
+    /// How often `hello` is offered while unregistered and not yet connected. With ZMQ_IMMEDIATE
+    /// an offer made before the TCP connection is up is refused locally (nothing goes on the
+    /// wire), so this only bounds how soon after connecting the worker registers.
     static let helloRetryMilliseconds: Int64 = 100
+    /// How long a `hello` that did go out waits for its `welcome` before another is sent.
+    static let helloAnswerMilliseconds: Int64 = 1000
     /// Warn about an unreachable broker this often.
     static let warnEveryMilliseconds: Int64 = 5000
     /// How long a leaving worker waits for an unreachable broker to come back, so that its
@@ -69,6 +78,15 @@ struct WorkerLoop {
         while true {
             let ready = try poller.poll(timeout: 100)
             let now = monotonicMilliseconds()
+            if lastLoop > 0, now - lastLoop > liveness, registered {
+                // This process was paused (SIGSTOP, a VM freeze) past the liveness window: the
+                // broker has given up on us and closed the connection, so anything sent now would
+                // be lost. Register again first; outcomes wait for the new registration.
+                logger.warning("this worker was paused past the liveness window; registering again", metadata: ["paused-ms": "\(now - lastLoop)"])
+                registered = false
+                sayHello(now: now)
+            }
+            lastLoop = now
             if ready[wakeIndex] {
                 worker.wakeup.clear()
                 let box = worker.mailbox.withLock { box in
@@ -112,21 +130,26 @@ struct WorkerLoop {
         }
         switch message {
         case .welcome(let welcome):
+            let grants = helloOutstanding
+            helloOutstanding = false
             registered = true
             logger.info("registered with the broker", metadata: ["broker": "\(options.broker)", "queue": "\(options.queue)", "threads": "\(options.threads)"])
             if !wroteReadyFile, let path = options.readyFile {
                 wroteReadyFile = true
                 try? writeReadyFile(path, lines: [options.name])
             }
+            // A registration starts with no credit: the grant below covers every free slot,
+            // including those freed by outcomes the broker has not heard of yet.
+            if grants { creditOwed = 0 }
             if !unsentOutcomes.isEmpty {
                 let outcomes = unsentOutcomes
                 unsentOutcomes.removeAll()
-                finished(outcomes, now: now)
+                report(outcomes, now: now)
             }
             switch phase {
             case .serving:
                 let free = options.capacity - inPool.count
-                if free > 0 { _ = send(.credit(UInt32(free)), now: now) }
+                if grants && free > 0 { _ = send(.credit(UInt32(free)), now: now) }
             case .draining:
                 handBack(unsentHandBack, now: now)  // also tells this broker we take no more work
             case .leaving(let exit, let reason, _, let giveUpAt):
@@ -172,10 +195,19 @@ struct WorkerLoop {
 
     // MARK: Work
 
+    /// Items finished on the handler threads: their slots are free again.
     mutating func finished(_ outcomes: [ItemOutcome], now: Int64) {
         for o in outcomes where inPool[o.id] == o.attempt { inPool[o.id] = nil }
-        let credit: UInt32 = if case .serving = phase { UInt32(outcomes.count) } else { 0 }
-        if !registered || !send(.done(credit: credit, outcomes), now: now) {
+        if case .serving = phase { creditOwed += outcomes.count }
+        report(outcomes, now: now)
+    }
+
+    /// Sends outcomes, with the credit owed, or keeps them for when the broker is back.
+    mutating func report(_ outcomes: [ItemOutcome], now: Int64) {
+        let credit = UInt32(creditOwed)
+        if registered && send(.done(credit: credit, outcomes), now: now) {
+            creditOwed = 0
+        } else {
             unsentOutcomes += outcomes
         }
     }
@@ -211,7 +243,8 @@ struct WorkerLoop {
 
     mutating func timers(now: Int64) -> WorkerExit? {
         if !registered {
-            if now - lastHello >= Self.helloRetryMilliseconds { sayHello(now: now) }
+            let wait = helloOutstanding ? Self.helloAnswerMilliseconds : Self.helloRetryMilliseconds
+            if now - lastHello >= wait { sayHello(now: now) }
             if now - startedAt >= 3000, now - lastWarned >= Self.warnEveryMilliseconds {
                 lastWarned = now
                 logger.warning("cannot reach the broker; still trying", metadata: ["broker": "\(options.broker)"])
@@ -264,7 +297,8 @@ struct WorkerLoop {
 
     mutating func sayHello(now: Int64) {
         lastHello = now
-        _ = send(.hello(Hello(role: .worker, name: options.name, queue: options.queue, concurrency: UInt32(options.threads))), now: now)
+        let hello = Hello(role: .worker, name: options.name, queue: options.queue, concurrency: UInt32(options.threads))
+        helloOutstanding = send(.hello(hello), now: now) || helloOutstanding
     }
 
     /// Sends without blocking; `false` when the broker is not connected or its pipe is full.

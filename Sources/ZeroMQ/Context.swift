@@ -1,4 +1,5 @@
 import CZeroMQ
+import Synchronization
 
 /// A ZeroMQ context: one per process, shared by every thread that owns a socket.
 ///
@@ -6,6 +7,7 @@ import CZeroMQ
 public final class ZMQContext: @unchecked Sendable {
     // Set once in init, never mutated; libzmq's context functions are thread-safe.
     let handle: UnsafeMutableRawPointer
+    private let terminated = Mutex(false)
 
     /// Creates a context with `ioThreads` background I/O threads.
     /// The corresponding C function is `zmq_ctx_new`.
@@ -27,9 +29,23 @@ public final class ZMQContext: @unchecked Sendable {
         _ = zmq_ctx_shutdown(handle)
     }
 
+    /// Waits until every socket of this context is closed and their unsent messages have
+    /// left or their linger has run out, then frees the context. Call it after closing the
+    /// sockets, before the process exits, so that last messages (a final report, an
+    /// acknowledgement) are not lost with the process. Later calls do nothing.
+    /// The corresponding C function is `zmq_ctx_term`.
+    public func terminate() {
+        let first = terminated.withLock { done in
+            defer { done = true }
+            return !done
+        }
+        guard first else { return }
+        while zmq_ctx_term(handle) != 0 && zmq_errno() == EINTR {}
+    }
+
     deinit {
         // Waits for sockets to close; every socket has a bounded linger, so this ends.
-        while zmq_ctx_term(handle) != 0 && zmq_errno() == EINTR {}
+        terminate()
     }
 }
 

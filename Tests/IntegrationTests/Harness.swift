@@ -1,6 +1,11 @@
 import Foundation
 import Testing
 
+/// Every suite that runs whole fleets nests in here, so they run one test at a time: each
+/// starts several processes, and these machines have two cores.
+@Suite("Real drover processes", .serialized)
+enum ProcessTests {}
+
 /// Runs real `drover` processes for one test, each with its own files, and kills every one of
 /// them when the test ends. Ports are chosen by the OS (`tcp://127.0.0.1:*`) and read back
 /// from each process's ready file, so tests running in parallel never collide.
