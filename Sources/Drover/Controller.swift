@@ -129,6 +129,8 @@ struct ControllerLoop {
         var reported: Set<String> = []
         var confirmed = 0
         var unconfirmed: [String] = []
+        /// Workers that confirmed, but only after their deadline made them hand running items back.
+        var pastDeadline: [String] = []
     }
 
     let options: ControllerOptions
@@ -198,21 +200,29 @@ struct ControllerLoop {
             let sinceStart = now - watch.startedAt
             for gone in status.departed where gone.ago <= sinceStart && !watch.reported.contains(gone.name) {
                 watch.reported.insert(gone.name)
-                if gone.how == "bye" { watch.confirmed += 1 } else { watch.unconfirmed.append(gone.name) }
+                if gone.how != "bye" {
+                    watch.unconfirmed.append(gone.name)
+                } else if gone.reason == WorkerLoop.deadlineByeReason {
+                    watch.pastDeadline.append(gone.name)
+                } else {
+                    watch.confirmed += 1
+                }
                 reply(watch.peer, .exitProgress(json([
                     "event": "worker-exited", "worker": gone.name, "how": gone.how, "reason": gone.reason,
                     "completed": "\(gone.completed)", "handed-back": "\(gone.itemsReturned)"])))
             }
             if status.workers.isEmpty {
-                let ok = watch.unconfirmed.isEmpty
+                let ok = watch.unconfirmed.isEmpty && watch.pastDeadline.isEmpty
                 reply(watch.peer, .exitFinished(succeeded: ok, json([
                     "confirmed": "\(watch.confirmed)", "unconfirmed": watch.unconfirmed.joined(separator: ","),
+                    "past-deadline": watch.pastDeadline.joined(separator: ","),
                     "queued": "\(status.queues.reduce(0) { $0 + $1.queued })"])))
                 finished.append(index)
             } else if now >= watch.giveUpAt {
                 reply(watch.peer, .exitFinished(succeeded: false, json([
                     "confirmed": "\(watch.confirmed)", "remaining": status.workers.map(\.name).joined(separator: ","),
-                    "unconfirmed": watch.unconfirmed.joined(separator: ",")])))
+                    "unconfirmed": watch.unconfirmed.joined(separator: ","),
+                    "past-deadline": watch.pastDeadline.joined(separator: ",")])))
                 finished.append(index)
             }
             watches[index] = watch

@@ -57,6 +57,8 @@ struct WorkerLoop {
     static let helloAnswerMilliseconds: Int64 = 1000
     /// Warn about an unreachable broker this often.
     static let warnEveryMilliseconds: Int64 = 5000
+    /// The goodbye reason of a worker whose drain deadline passed; the controller reports it.
+    static let deadlineByeReason = "drain deadline passed"
     /// How long a leaving worker waits for an unreachable broker to come back, so that its
     /// outcomes and goodbye are delivered rather than redelivered elsewhere.
     static let goodbyeWaitMilliseconds: Int64 = 30_000
@@ -271,7 +273,7 @@ struct WorkerLoop {
                 worker.handler.cancelRunning()
                 inPool.removeAll()
                 handBack(unsentHandBack + abandoned, now: now)
-                leave(.deadlinePassed(abandoned: abandoned.count), byeReason: "drain deadline passed", now: now)
+                leave(.deadlinePassed(abandoned: abandoned.count), byeReason: Self.deadlineByeReason, now: now)
             }
             return nil
         case .leaving(let exit, _, let byeSentAt, let giveUpAt):

@@ -26,8 +26,11 @@ struct BrokerCommand: ParsableCommand {
     @Option(help: "Most items held (queued or running) before producers are told to retry.")
     var maxItems = 1_000_000
 
-    @Option(help: "Heartbeat interval towards workers, in milliseconds; a worker silent for 3 intervals is declared dead.")
+    @Option(help: "Heartbeat interval towards workers, in milliseconds.")
     var heartbeatMs: Int32 = 1000
+
+    @Option(help: "Heartbeat intervals of silence after which a worker is declared dead and its items redelivered.")
+    var liveness: Int32 = 3
 
     @Option(help: "Failed deliveries (handler failed, or its worker died) before an item goes to the dead-letter store.")
     var maxDeliveries = 5
@@ -52,6 +55,7 @@ struct BrokerCommand: ParsableCommand {
         guard maxItemSize > 0, maxItemSize <= 64 << 20 else { throw ValidationError("--max-item-size must be between 1 and 67108864 bytes") }
         guard maxItems > 0 else { throw ValidationError("--max-items must be at least 1") }
         guard heartbeatMs >= 10 else { throw ValidationError("--heartbeat-ms must be at least 10") }
+        guard liveness >= 2 else { throw ValidationError("--liveness must be at least 2 (one lost heartbeat must not kill a worker)") }
         guard maxDeliveries >= 1 else { throw ValidationError("--max-deliveries must be at least 1") }
         guard retryBaseMs >= 0, retryMaxMs >= retryBaseMs else { throw ValidationError("--retry-base-ms must be at least 0 and at most --retry-max-ms") }
         _ = try parsedQueueCaps()
@@ -76,6 +80,7 @@ struct BrokerCommand: ParsableCommand {
         options.maxItemBytes = maxItemSize
         options.maxItems = maxItems
         options.heartbeatMilliseconds = heartbeatMs
+        options.liveness = liveness
         options.readyFile = readyFile
         options.maxDeliveries = maxDeliveries
         options.queueMaxDeliveries = try parsedQueueCaps()

@@ -8,8 +8,9 @@ struct ExitCommand: ParsableCommand {
         commandName: "exit",
         abstract: "Shut the whole fleet down: workers stop taking work, finish what is running, hand back the rest, and exit.",
         discussion: """
-        Prints each worker as it leaves and exits 0 once every worker has confirmed; exits 1
-        when a worker went silent instead of confirming or the deadline passed with workers left.
+        Prints each worker as it leaves and exits 0 once every worker has finished its running
+        items and confirmed; exits 1, naming them, when a worker went silent instead, had to
+        hand running items back at the deadline, or was still running past the deadline.
         The broker keeps the items handed back. Restart the controller to begin a new run.
 
         Example:
@@ -59,6 +60,9 @@ struct ExitCommand: ParsableCommand {
             if let error = result.report["error"] { reasons.append(error) }
             if let remaining = result.report["remaining"], !remaining.isEmpty { reasons.append("still running past the deadline: \(remaining)") }
             if let silent = result.report["unconfirmed"], !silent.isEmpty { reasons.append("left without confirming: \(silent)") }
+            if let late = result.report["past-deadline"], !late.isEmpty {
+                reasons.append("handed running items back when the deadline passed: \(late)")
+            }
             writeError("fleet exit incomplete: \(reasons.joined(separator: "; "))\n")
             throw ExitCode.failure
         }

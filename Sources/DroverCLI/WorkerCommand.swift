@@ -49,6 +49,9 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Heartbeat interval towards the broker, in milliseconds.")
     var heartbeatMs: Int32 = 1000
 
+    @Option(help: "Heartbeat intervals of broker silence after which the worker registers again.")
+    var liveness: Int32 = 3
+
     @Option(help: "Write this worker's name to this file once it is registered with the broker.")
     var readyFile: String?
 
@@ -61,6 +64,7 @@ struct WorkerCommand: ParsableCommand {
         guard (1...1024).contains(threads) else { throw ValidationError("--threads must be between 1 and 1024") }
         guard (0...10_000).contains(lookahead) else { throw ValidationError("--lookahead must be between 0 and 10000") }
         guard drainDeadline >= 0 else { throw ValidationError("--drain-deadline must not be negative") }
+        guard heartbeatMs >= 10, liveness >= 2 else { throw ValidationError("--heartbeat-ms must be at least 10 and --liveness at least 2") }
         if let problem = Dispatcher.queueNameProblem(queue) { throw ValidationError("--queue: \(problem)") }
     }
 
@@ -81,6 +85,7 @@ struct WorkerCommand: ParsableCommand {
         if let name { options.name = name }
         options.drainDeadlineMilliseconds = UInt32(drainDeadline * 1000)
         options.heartbeatMilliseconds = heartbeatMs
+        options.liveness = liveness
         options.readyFile = readyFile
         let worker = Worker(options: options, handler: handler, logger: logger)
         let signals = SignalRelay { sig, count in

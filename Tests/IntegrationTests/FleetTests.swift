@@ -181,8 +181,9 @@ extension ProcessTests {
             // Wait until the item is running, so the exit finds it mid-run.
             #expect(eventually(seconds: 20) { FileManager.default.fileExists(atPath: started) })
             let exit = try sandbox.run(["exit", "--controller", commands, "--deadline", "1"], timeout: 60)
-            #expect(exit.status == 0, "the worker still confirmed its goodbye: \(exit.stderr)")
-            #expect(exit.stdout.contains("1 handed back"))
+            #expect(exit.status == 1, "a worker had to give up a running item: \(exit.stderr)")
+            #expect(exit.stdout.contains("worker stuck exited: 0 items completed, 1 handed back"))
+            #expect(exit.stderr.contains("handed running items back when the deadline passed: stuck"))
             #expect(worker.wait(seconds: 20) == 3)
             let status = try sandbox.run(["status", "--broker", broker, "--json"])
             #expect(status.stdout.contains("\"queued\" : 1"), "the item is back in the queue: \(status.stdout)")
