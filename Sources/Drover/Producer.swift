@@ -63,6 +63,23 @@ public final class Producer {
     private let runID = UInt64.random(in: 1...UInt64.max)
     private var lastHeard: Int64 = 0
     private var lastSent: Int64 = 0
+    private var poller: ZMQPoller? = nil
+
+    // The current run's books (see ``begin(onOutcome:)``).
+    private var onOutcome: (Int, ItemOutcome) -> Void = { _, _ in }
+    private var summary = ProducerSummary()
+    /// Payloads of unfinished items: until accepted, or with `--wait` until their outcome.
+    private var outstanding: [UInt64: [UInt8]] = [:]
+    /// Accepted, outcome not yet seen (`--wait` only).
+    private var accepted: Set<UInt64> = []
+    /// Unfinished items to offer again at `retryAt`.
+    private var retry: [UInt64] = []
+    private var retryAt: Int64 = 0
+    private var batch: [SubmittedItem] = []
+    private var batchBytes = 0
+    private var nextIndex: UInt64 = 0
+    /// When the broker went silent, while it is.
+    private var lostSince: Int64? = nil
 
     /// Sends a `hello` at most this often while waiting for the broker's first answer.
     static let helloRetryMilliseconds: Int64 = 250
@@ -122,152 +139,191 @@ public final class Producer {
     /// nothing. `onOutcome` gets the item's index (0-based, in input order) and its outcome.
     public func send<S: Sequence>(
         _ items: S,
-        onOutcome: (Int, ItemOutcome) -> Void = { _, _ in },
+        onOutcome: @escaping (Int, ItemOutcome) -> Void = { _, _ in },
         onProgress: ((ProducerProgress) -> Void)? = nil
     ) throws -> ProducerSummary where S.Element == [UInt8] {
-        var welcome = try connect()
-        var summary = ProducerSummary()
+        try begin(onOutcome: onOutcome)
         var iterator = items.makeIterator()
         var exhausted = false
-        // Payloads of unfinished items: until accepted, or with --wait until their outcome.
-        var outstanding: [UInt64: [UInt8]] = [:]
-        var accepted: Set<UInt64> = []           // accepted, outcome not yet seen (--wait)
-        var retry: [UInt64] = []                 // outstanding items to offer again at `retryAt`
-        var retryAt: Int64 = 0
-        var nextIndex: UInt64 = 0
         var lastProgress: Int64 = 0
-        var lostSince: Int64? = nil
-        var poller = ZMQPoller()
-        _ = poller.add(socket)
-
-        func id(_ index: UInt64) -> ItemID { ItemID(high: runID, low: index) }
-        let liveness = Int64(welcome.heartbeatMilliseconds) * 3
-
         while true {
-            let now = monotonicMilliseconds()
-            // Offer items while the window has room: retries first, then new input. A batch
-            // that cannot be queued (broker not connected, pipe full) waits for the next turn.
-            var batch: [SubmittedItem] = []
-            var batchBytes = 0
-            var blocked = lostSince != nil
-            func flush() throws {
-                guard !batch.isEmpty else { return }
-                let message = DroverMessage.submit(Submit(queue: options.queue, wantsResults: options.waitForResults, items: batch))
-                if try socket.send(Codec.encode(message), dontWait: true) {
-                    lastSent = monotonicMilliseconds()
-                } else {
-                    blocked = true
-                    retry += batch.map(\.id.low)
-                    retryAt = now + Self.retryAfterFullMilliseconds
-                }
-                batch.removeAll(keepingCapacity: true)
-                batchBytes = 0
-            }
-            if !blocked && !retry.isEmpty && now >= retryAt {
-                let again = retry
-                retry.removeAll()
-                for index in again where outstanding[index] != nil && !accepted.contains(index) {
-                    batch.append(SubmittedItem(id: id(index), payload: outstanding[index]!))
-                    batchBytes += outstanding[index]!.count
-                    if batch.count >= options.batchItems || batchBytes >= options.batchBytes { try flush() }
-                }
-                try flush()
-            }
-            while !blocked && !exhausted && outstanding.count < options.window {
+            while !exhausted && canOffer {
                 guard let payload = iterator.next() else { exhausted = true; break }
-                let index = nextIndex
-                nextIndex += 1
-                if payload.count > Int(welcome.maxItemBytes) {
-                    summary.rejected[Int(index)] = "item is \(payload.count) bytes; the broker accepts at most \(welcome.maxItemBytes) (broker --max-item-size)"
-                    continue
-                }
-                summary.sent += 1
-                outstanding[index] = payload
-                batch.append(SubmittedItem(id: id(index), payload: payload))
-                batchBytes += payload.count
-                if batch.count >= options.batchItems || batchBytes >= options.batchBytes { try flush() }
+                try offer(payload)
             }
             try flush()
-
-            if exhausted && outstanding.isEmpty {
-                summary.read = Int(nextIndex)
-                break
-            }
-
-            if try poller.poll(timeout: 100)[0] {
-                while let frames = try socket.receive(dontWait: true) {
-                    lastHeard = monotonicMilliseconds()
-                    guard let message = try? Codec.decode(frames) else { continue }
-                    switch message {
-                    case .welcome(let again):
-                        // The keep-alive's answer. After silence, or from a new broker process,
-                        // everything unfinished is offered again.
-                        if lostSince != nil || again.instance != welcome.instance {
-                            logger.warning(again.instance != welcome.instance
-                                           ? "the broker restarted; offering every unfinished item again"
-                                           : "the broker is back; offering every unfinished item again",
-                                           metadata: ["items": "\(outstanding.count)"])
-                            retry = outstanding.keys.sorted()
-                            retryAt = 0
-                            summary.accepted -= accepted.count  // counted again when re-accepted
-                            accepted.removeAll()
-                            lostSince = nil
-                        }
-                        welcome = again
-                    case .accepted(let ids):
-                        for itemID in ids where itemID.high == runID && outstanding[itemID.low] != nil {
-                            if options.waitForResults {
-                                if accepted.insert(itemID.low).inserted { summary.accepted += 1 }
-                            } else {
-                                outstanding[itemID.low] = nil
-                                summary.accepted += 1
-                            }
-                        }
-                    case .rejected(let rejection):
-                        for itemID in rejection.ids where itemID.high == runID && outstanding[itemID.low] != nil {
-                            if rejection.code == .queueFull {
-                                retry.append(itemID.low)  // stays in the window until accepted
-                                retryAt = monotonicMilliseconds() + Self.retryAfterFullMilliseconds
-                            } else {
-                                outstanding[itemID.low] = nil
-                                summary.rejected[Int(itemID.low)] = rejection.reason
-                            }
-                        }
-                    case .result(let outcomes):
-                        for outcome in outcomes where outcome.id.high == runID && outstanding.removeValue(forKey: outcome.id.low) != nil {
-                            if accepted.remove(outcome.id.low) == nil { summary.accepted += 1 }
-                            if outcome.status == .succeeded { summary.succeeded += 1 } else { summary.failed += 1 }
-                            onOutcome(Int(outcome.id.low), outcome)
-                        }
-                    case .error(let code, let text):
-                        throw DroverError.refused("the broker refused a message (\(code)): \(text)")
-                    default:
-                        break
-                    }
-                }
-            }
-            let after = monotonicMilliseconds()
-            // `hello` is the keep-alive: its `welcome` also says whether the broker restarted.
-            if after - lastSent >= Int64(welcome.heartbeatMilliseconds),
-               try socket.send(Codec.encode(.hello(Hello(role: .producer, name: defaultWorkerName()))), dontWait: true) {
-                lastSent = after
-            }
-            if after - lastHeard > liveness {
-                if lostSince == nil {
-                    lostSince = after
-                    logger.warning("lost contact with the broker; reconnecting", metadata: ["broker": "\(options.broker)"])
-                } else if Double(after - lostSince!) > options.reconnectTimeoutSeconds * 1000 {
-                    throw DroverError.lostContact("broker", options.broker,
-                        "no answer for \(formatSeconds(options.reconnectTimeoutSeconds)) with \(outstanding.count) items unfinished")
-                }
-            }
-            if let onProgress, after - lastProgress >= 100 {
-                lastProgress = after
+            if exhausted && unfinished == 0 { break }
+            try pump(timeoutMilliseconds: 100)
+            let now = monotonicMilliseconds()
+            if let onProgress, now - lastProgress >= 100 {
+                lastProgress = now
                 onProgress(ProducerProgress(read: Int(nextIndex), accepted: summary.accepted, finished: summary.succeeded + summary.failed))
             }
         }
         return summary
     }
+
+    // MARK: The engine: offer, flush, pump
+
+    /// Starts a run: connects if needed and clears the books. `onOutcome` is called from
+    /// ``pump(timeoutMilliseconds:)`` with each item's index and outcome.
+    public func begin(onOutcome: @escaping (Int, ItemOutcome) -> Void = { _, _ in }) throws {
+        welcome = try connect()
+        self.onOutcome = onOutcome
+        summary = ProducerSummary()
+        outstanding.removeAll()
+        accepted.removeAll()
+        retry.removeAll()
+        batch.removeAll()
+        batchBytes = 0
+        nextIndex = 0
+        lostSince = nil
+        if poller == nil {
+            var p = ZMQPoller()
+            _ = p.add(socket)
+            poller = consume p
+        }
+    }
+
+    /// Whether the window has room for another item.
+    public var canOffer: Bool { outstanding.count < options.window }
+
+    /// Items not yet safe: not accepted, or with ``ProducerOptions/waitForResults`` not yet finished.
+    public var unfinished: Int { outstanding.count }
+
+    /// What happened so far in this run.
+    public var progress: ProducerSummary {
+        var s = summary
+        s.read = Int(nextIndex)
+        return s
+    }
+
+    /// Adds an item to the current batch, sending the batch when it is full; returns the item's
+    /// index. Call ``flush()`` to send a partial batch now (a lone item should not wait).
+    @discardableResult
+    public func offer(_ payload: [UInt8]) throws -> Int {
+        let index = nextIndex
+        nextIndex += 1
+        summary.read = Int(nextIndex)
+        if payload.count > Int(welcome!.maxItemBytes) {
+            summary.rejected[Int(index)] = "item is \(payload.count) bytes; the broker accepts at most \(welcome!.maxItemBytes) (broker --max-item-size)"
+            return Int(index)
+        }
+        summary.sent += 1
+        outstanding[index] = payload
+        if lostSince != nil {
+            retry.append(index)  // goes out when the broker is back
+            return Int(index)
+        }
+        batch.append(SubmittedItem(id: itemID(index), payload: payload))
+        batchBytes += payload.count
+        if batch.count >= options.batchItems || batchBytes >= options.batchBytes { try flush() }
+        return Int(index)
+    }
+
+    /// Sends the current batch. One that cannot be queued (the broker is not connected, or
+    /// its pipe is full) is offered again shortly.
+    public func flush() throws {
+        guard !batch.isEmpty else { return }
+        let message = DroverMessage.submit(Submit(queue: options.queue, wantsResults: options.waitForResults, items: batch))
+        if try socket.send(Codec.encode(message), dontWait: true) {
+            lastSent = monotonicMilliseconds()
+        } else {
+            retry += batch.map(\.id.low)
+            retryAt = monotonicMilliseconds() + Self.retryAfterFullMilliseconds
+        }
+        batch.removeAll(keepingCapacity: true)
+        batchBytes = 0
+    }
+
+    /// Waits up to `timeoutMilliseconds` for the broker, handles everything it sent (calling
+    /// `onOutcome`), offers due retries again, keeps the connection alive, and notices a
+    /// broker that went away. Throws once the broker has been gone for the reconnect timeout.
+    public func pump(timeoutMilliseconds: Int) throws {
+        let now = monotonicMilliseconds()
+        if lostSince == nil && !retry.isEmpty && now >= retryAt {
+            let again = retry
+            retry.removeAll()
+            for index in again where outstanding[index] != nil && !accepted.contains(index) {
+                batch.append(SubmittedItem(id: itemID(index), payload: outstanding[index]!))
+                batchBytes += outstanding[index]!.count
+                if batch.count >= options.batchItems || batchBytes >= options.batchBytes { try flush() }
+            }
+            try flush()
+        }
+        if try poller!.poll(timeout: timeoutMilliseconds)[0] {
+            while let frames = try socket.receive(dontWait: true) {
+                lastHeard = monotonicMilliseconds()
+                if let message = try? Codec.decode(frames) { try handle(message) }
+            }
+        }
+        let after = monotonicMilliseconds()
+        // `hello` is the keep-alive: its `welcome` also says whether the broker restarted.
+        if after - lastSent >= Int64(welcome!.heartbeatMilliseconds),
+           try socket.send(Codec.encode(.hello(Hello(role: .producer, name: defaultWorkerName()))), dontWait: true) {
+            lastSent = after
+        }
+        if after - lastHeard > Int64(welcome!.heartbeatMilliseconds) * 3 {
+            if lostSince == nil {
+                lostSince = after
+                logger.warning("lost contact with the broker; reconnecting", metadata: ["broker": "\(options.broker)"])
+            } else if Double(after - lostSince!) > options.reconnectTimeoutSeconds * 1000 {
+                throw DroverError.lostContact("broker", options.broker,
+                    "no answer for \(formatSeconds(options.reconnectTimeoutSeconds)) with \(outstanding.count) items unfinished")
+            }
+        }
+    }
+
+    private func handle(_ message: DroverMessage) throws {
+        switch message {
+        case .welcome(let again):
+            // The keep-alive's answer. After silence, or from a new broker process, everything
+            // unfinished is offered again.
+            if lostSince != nil || again.instance != welcome!.instance {
+                logger.warning(again.instance != welcome!.instance
+                               ? "the broker restarted; offering every unfinished item again"
+                               : "the broker is back; offering every unfinished item again",
+                               metadata: ["items": "\(outstanding.count)"])
+                retry = outstanding.keys.sorted()
+                retryAt = 0
+                summary.accepted -= accepted.count  // counted again when re-accepted
+                accepted.removeAll()
+                lostSince = nil
+            }
+            welcome = again
+        case .accepted(let ids):
+            for itemID in ids where itemID.high == runID && outstanding[itemID.low] != nil {
+                if options.waitForResults {
+                    if accepted.insert(itemID.low).inserted { summary.accepted += 1 }
+                } else {
+                    outstanding[itemID.low] = nil
+                    summary.accepted += 1
+                }
+            }
+        case .rejected(let rejection):
+            for itemID in rejection.ids where itemID.high == runID && outstanding[itemID.low] != nil {
+                if rejection.code == .queueFull {
+                    retry.append(itemID.low)  // stays in the window until accepted
+                    retryAt = monotonicMilliseconds() + Self.retryAfterFullMilliseconds
+                } else {
+                    outstanding[itemID.low] = nil
+                    summary.rejected[Int(itemID.low)] = rejection.reason
+                }
+            }
+        case .result(let outcomes):
+            for outcome in outcomes where outcome.id.high == runID && outstanding.removeValue(forKey: outcome.id.low) != nil {
+                if accepted.remove(outcome.id.low) == nil { summary.accepted += 1 }
+                if outcome.status == .succeeded { summary.succeeded += 1 } else { summary.failed += 1 }
+                onOutcome(Int(outcome.id.low), outcome)
+            }
+        case .error(let code, let text):
+            throw DroverError.refused("the broker refused a message (\(code)): \(text)")
+        default:
+            break
+        }
+    }
+
+    private func itemID(_ index: UInt64) -> ItemID { ItemID(high: runID, low: index) }
 
     /// Closes the connection (also done when the producer is released).
     public func close() { socket.close() }
