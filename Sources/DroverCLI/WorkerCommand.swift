@@ -55,12 +55,18 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Write this worker's name to this file once it is registered with the broker.")
     var readyFile: String?
 
+    /// `noop` or `sleep:MS`: the handlers `drover bench` measures with.
+    @Option(help: .hidden)
+    var benchHandler: String?
+
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
         try validateEndpoint(broker, flag: "--broker", binding: false)
         if let control { try validateEndpoint(control, flag: "--control", binding: false) }
-        guard (exec != nil) != echo else { throw ValidationError("give exactly one handler: --exec 'COMMAND' or --echo") }
+        guard [exec != nil, echo, benchHandler != nil].filter({ $0 }).count == 1 else {
+            throw ValidationError("give exactly one handler: --exec 'COMMAND' or --echo")
+        }
         guard (1...1024).contains(threads) else { throw ValidationError("--threads must be between 1 and 1024") }
         guard (0...10_000).contains(lookahead) else { throw ValidationError("--lookahead must be between 0 and 10000") }
         guard drainDeadline >= 0 else { throw ValidationError("--drain-deadline must not be negative") }
@@ -71,7 +77,15 @@ struct WorkerCommand: ParsableCommand {
     func run() throws {
         let logger = global.makeLogger(role: "worker")
         let handler: any WorkHandler
-        if let exec {
+        if let benchHandler {
+            if benchHandler == "noop" {
+                handler = NoopHandler()
+            } else if benchHandler.hasPrefix("sleep:"), let ms = UInt32(benchHandler.dropFirst(6)) {
+                handler = SleepHandler(milliseconds: ms)
+            } else {
+                throw ValidationError("--bench-handler takes noop or sleep:MS")
+            }
+        } else if let exec {
             try ExecHandler.check(exec)
             handler = ExecHandler(command: exec)
         } else {

@@ -116,6 +116,24 @@ public final class ZMQSocket {
         return frames
     }
 
+    /// Receives one multipart message and drops it without copying, returning how many frames
+    /// it had (`nil` when `dontWait` is set and none is waiting). For benchmarks and sinks.
+    /// The corresponding C function is `zmq_msg_recv`.
+    public func receiveDiscarding(dontWait: Bool = false) throws(ZMQError) -> Int? {
+        var count = 0
+        var more = false
+        repeat {
+            zmq_msg_init(message)
+            defer { zmq_msg_close(message) }
+            guard try zmqCall("zmq_msg_recv", { zmq_msg_recv(message, handle, count == 0 && dontWait ? ZMQ_DONTWAIT : 0) }) != nil else {
+                return nil
+            }
+            count += 1
+            more = zmq_msg_more(message) != 0
+        } while more
+        return count
+    }
+
     /// Closes the socket now. Later calls are programmer errors; `deinit` closes it otherwise.
     /// The corresponding C function is `zmq_close`.
     public func close() {

@@ -1,0 +1,103 @@
+import ArgumentParser
+import Drover
+import Foundation
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure the fleet on this machine against a raw libzmq pipeline run alongside it.",
+        discussion: """
+        Starts real broker and worker processes on loopback and drives them. Scenarios:
+          throughput  items/s end to end (every item acknowledged back to the producer), no-op
+                      handler, per item size; beside it the same process topology as a raw
+                      libzmq PUSH → forwarder → PULL pipeline, and Drover ÷ raw
+          latency     p50 / p99 / p99.9 from send to completion at fixed offered rates
+          scaling     handlers that sleep 10 ms on 32 handler threads, against the ideal
+          memory      broker RSS per queued 100-byte item, no workers
+        Every figure is the median of --runs runs, with min and max. Build with -c release.
+
+        Examples:
+          swift build -c release --product drover && .build/release/drover bench
+          drover bench --scenarios throughput --sizes 16 --runs 5 --json
+        """
+    )
+
+    @Option(help: "Scenarios to run, comma-separated: throughput, latency, scaling, memory.")
+    var scenarios = "throughput,latency,scaling,memory"
+
+    @Option(help: "Item sizes in bytes for throughput, comma-separated.")
+    var sizes = "16,256,4096"
+
+    @Option(help: "Items per throughput run for the smallest size (larger sizes send proportionally fewer, at least a tenth).")
+    var items = 1_000_000
+
+    @Option(help: "Worker processes for throughput and latency.")
+    var workers = 2
+
+    @Option(help: "Handler threads per worker for throughput and latency.")
+    var threads = 1
+
+    @Option(help: "Runs per figure; the median is reported.")
+    var runs = 3
+
+    @Option(help: "Offered rates for latency, items/s, comma-separated.")
+    var rates = "1000,10000,100000"
+
+    @Option(help: "Seconds per latency run.")
+    var latencySeconds = 1.0
+
+    @Option(help: "Queued items for the memory scenario.")
+    var memoryItems = 1_000_000
+
+    @Flag(help: "Tiny counts: checks that every scenario runs and adds up, in seconds (for tests).")
+    var quick = false
+
+    @Flag(help: "Print the results as JSON.")
+    var json = false
+
+    @OptionGroup var global: GlobalOptions
+
+    func validate() throws {
+        let known: Set = ["throughput", "latency", "scaling", "memory"]
+        for s in scenarios.split(separator: ",") where !known.contains(String(s)) {
+            throw ValidationError("unknown scenario \"\(s)\"; choose from throughput, latency, scaling, memory")
+        }
+        guard parse(sizes) != nil, parse(rates) != nil else { throw ValidationError("--sizes and --rates take comma-separated positive numbers") }
+        guard items > 0, workers > 0, threads > 0, runs > 0, latencySeconds > 0, memoryItems > 0 else {
+            throw ValidationError("counts must be positive")
+        }
+    }
+
+    func run() throws {
+        var settings = BenchSettings(
+            scenarios: Set(scenarios.split(separator: ",").map(String.init)), sizes: parse(sizes)!, items: items,
+            workers: workers, threads: threads, runs: runs, rates: parse(rates)!, latencySeconds: latencySeconds,
+            memoryItems: memoryItems, childArguments: ["--log-level", "warning", "--log-format", global.logFormat.rawValue])
+        if quick {
+            settings.items = 2000
+            settings.runs = 1
+            settings.rates = [500, 2000]
+            settings.latencySeconds = 0.2
+            settings.memoryItems = 20_000
+            settings.scalingItemsPerThread = 3
+        }
+        _ = global.makeLogger(role: "bench")
+        #if DEBUG
+        if !quick { writeError("warning: this is a debug build; measure with `swift build -c release`\n") }
+        #endif
+        let report = try Benchmark(settings: settings).run { line in if !json { writeError(line + "\n") } }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            writeOutput(String(decoding: try encoder.encode(report), as: UTF8.self))
+        } else {
+            writeOutput(report.table())
+        }
+    }
+
+    private func parse(_ list: String) -> [Int]? {
+        let values = list.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !values.isEmpty, values.allSatisfy({ ($0 ?? 0) > 0 }) else { return nil }
+        return values.map { $0! }
+    }
+}

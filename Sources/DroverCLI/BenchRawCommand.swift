@@ -1,0 +1,58 @@
+import ArgumentParser
+import Drover
+import Foundation
+import ZeroMQ
+
+/// The processes of `drover bench`'s baseline: a plain libzmq pipeline with no acknowledgements
+/// and no bookkeeping (producer PUSH → forwarder PULL/PUSH → consumer PULL). Hidden: only
+/// `drover bench` starts it.
+struct BenchRawCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "bench-raw", shouldDisplay: false)
+
+    enum Role: String, ExpressibleByArgument {
+        case forwarder, consumer
+    }
+
+    @Option var role: Role
+    /// Forwarder: where to write its two endpoints. Consumer: unused.
+    @Option var readyFile: String?
+    /// Consumer: the forwarder's output endpoint.
+    @Option var source: String?
+    /// Consumer: where to report its running count.
+    @Option var report: String?
+    /// Consumer: its number in reports.
+    @Option var index: UInt32 = 0
+
+    func run() throws {
+        let context = ZMQContext()
+        let relay = SignalRelay { _, _ in context.shutdown() }
+        defer { withExtendedLifetime(relay) {} }
+        do {
+            switch role {
+            case .forwarder:
+                let input = try ZMQSocket(context, type: .pull, linger: 0)
+                let output = try ZMQSocket(context, type: .push, linger: 0)
+                try input.bind("tcp://127.0.0.1:*")
+                try output.bind("tcp://127.0.0.1:*")
+                try writeReadyFile(readyFile!, lines: [try input.lastEndpoint(), try output.lastEndpoint()])
+                try zmqProxy(frontend: input, backend: output)
+            case .consumer:
+                let input = try ZMQSocket(context, type: .pull, linger: 0)
+                let reports = try ZMQSocket(context, type: .push, linger: 0)
+                try input.connect(source!)
+                try reports.connect(report!)
+                var count: UInt64 = 0
+                while true {
+                    _ = try input.receiveDiscarding()
+                    count += 1
+                    while try input.receiveDiscarding(dontWait: true) != nil { count += 1 }
+                    var frame = withUnsafeBytes(of: index.bigEndian, Array.init)
+                    frame += withUnsafeBytes(of: count.bigEndian, Array.init)
+                    try reports.send([frame])
+                }
+            }
+        } catch let error as ZMQError where error == .contextTerminated {
+            return
+        }
+    }
+}

@@ -1,0 +1,361 @@
+import Drover
+import DroverProtocol
+import Foundation
+import Logging
+import ZeroMQ
+
+/// What `drover bench` runs.
+struct BenchSettings {
+    var scenarios: Set<String>
+    var sizes: [Int]
+    var items: Int
+    var workers: Int
+    var threads: Int
+    var runs: Int
+    var rates: [Int]
+    var latencySeconds: Double
+    var memoryItems: Int
+    var childArguments: [String]
+    /// Scaling sends this many items per handler thread (50 × 32 threads = 1,600 items, 0.5 s ideal).
+    var scalingItemsPerThread = 50
+    /// Scaling runs 4 workers × 8 threads = 32 handler threads.
+    let scalingWorkers = 4, scalingThreads = 8, scalingSleepMilliseconds = 10
+}
+
+/// A figure measured over several runs.
+struct Figure: Codable {
+    var median: Double
+    var min: Double
+    var max: Double
+
+    init(_ samples: [Double]) {
+        let sorted = samples.sorted()
+        median = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        min = sorted.first ?? 0
+        max = sorted.last ?? 0
+    }
+}
+
+/// Everything `drover bench` measured, for the table and `--json`.
+struct BenchReport: Codable {
+    struct Throughput: Codable {
+        var itemBytes: Int
+        var items: Int
+        /// Items per second, acknowledged end to end.
+        var drover: Figure
+        /// Messages per second through the raw pipeline.
+        var raw: Figure
+        /// Median Drover ÷ median raw.
+        var ratio: Double
+    }
+
+    struct Latency: Codable {
+        var offeredPerSecond: Int
+        var items: Int
+        /// Microseconds from send to completion at the producer.
+        var p50: Figure
+        var p99: Figure
+        var p999: Figure
+    }
+
+    struct Scaling: Codable {
+        var handlerThreads: Int
+        var sleepMilliseconds: Int
+        var items: Int
+        var itemsPerSecond: Figure
+        var idealPerSecond: Double
+        /// Median items/s ÷ ideal, in percent.
+        var efficiencyPercent: Double
+    }
+
+    struct Memory: Codable {
+        var items: Int
+        var payloadBytes: Int
+        /// Broker resident memory per queued item.
+        var bytesPerItem: Figure
+        /// `bytesPerItem` less the payload.
+        var overheadPerItem: Figure
+    }
+
+    var machine: String
+    var date: String
+    var workers: Int
+    var threads: Int
+    var runs: Int
+    var throughput: [Throughput] = []
+    var latency: [Latency] = []
+    var scaling: Scaling?
+    var memory: Memory?
+
+    func table() -> String {
+        var lines = ["drover bench — \(machine), \(date); \(workers) workers × \(threads) threads; median (min–max) of \(runs) runs"]
+        func n(_ v: Double) -> String { v >= 100 ? String(Int(v.rounded())) : String(format: "%.1f", v) }
+        func f(_ fig: Figure) -> String { "\(n(fig.median)) (\(n(fig.min))–\(n(fig.max)))" }
+        if !throughput.isEmpty {
+            lines.append("")
+            lines.append("throughput   item bytes   items       drover items/s              raw msgs/s                  drover ÷ raw")
+            for t in throughput {
+                lines.append("             \(pad(t.itemBytes, 12))\(pad(t.items, 12))\(f(t.drover).padding(toLength: 28, withPad: " ", startingAt: 0))\(f(t.raw).padding(toLength: 28, withPad: " ", startingAt: 0))\(String(format: "%.2f", t.ratio))")
+            }
+        }
+        if !latency.isEmpty {
+            lines.append("")
+            lines.append("latency      offered/s    items       p50 µs              p99 µs              p99.9 µs")
+            for l in latency {
+                lines.append("             \(pad(l.offeredPerSecond, 12))\(pad(l.items, 12))\(f(l.p50).padding(toLength: 20, withPad: " ", startingAt: 0))\(f(l.p99).padding(toLength: 20, withPad: " ", startingAt: 0))\(f(l.p999))")
+            }
+        }
+        if let s = scaling {
+            lines.append("")
+            lines.append("scaling      \(s.handlerThreads) threads × \(s.sleepMilliseconds) ms sleep, \(s.items) items: \(f(s.itemsPerSecond)) items/s of an ideal \(n(s.idealPerSecond)): efficiency \(String(format: "%.1f", s.efficiencyPercent)) %")
+        }
+        if let m = memory {
+            lines.append("")
+            lines.append("memory       \(m.items) queued \(m.payloadBytes)-byte items: \(f(m.bytesPerItem)) bytes/item, overhead \(f(m.overheadPerItem)) bytes/item")
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    private func pad(_ v: Int, _ width: Int) -> String { String(v).padding(toLength: width, withPad: " ", startingAt: 0) }
+}
+
+/// Runs the scenarios against real processes started from this executable.
+struct Benchmark {
+    let settings: BenchSettings
+    let directory: String
+    let logger = Logger(label: "bench")
+    let context = ZMQContext()
+
+    init(settings: BenchSettings) {
+        self.settings = settings
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("drover-bench-\(getpid())").path
+    }
+
+    func run(progress: (String) -> Void) throws -> BenchReport {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let formatter = ISO8601DateFormatter()
+        var report = BenchReport(machine: machineDescription(), date: formatter.string(from: Date()),
+                                 workers: settings.workers, threads: settings.threads, runs: settings.runs)
+        if settings.scenarios.contains("throughput") {
+            let smallest = settings.sizes.min()!
+            for size in settings.sizes {
+                let count = max(settings.items * smallest / size, settings.items / 10)
+                progress("throughput: \(count) items of \(size) B, \(settings.runs) runs each for Drover and raw libzmq")
+                var drover: [Double] = [], raw: [Double] = []
+                for _ in 0..<settings.runs {
+                    drover.append(try droverThroughput(size: size, count: count))
+                    raw.append(try rawThroughput(size: size, count: count))
+                }
+                let d = Figure(drover), r = Figure(raw)
+                report.throughput.append(.init(itemBytes: size, items: count, drover: d, raw: r, ratio: d.median / r.median))
+            }
+        }
+        if settings.scenarios.contains("latency") {
+            for rate in settings.rates {
+                let count = max(Int(Double(rate) * settings.latencySeconds), 10)
+                progress("latency: \(count) items offered at \(rate)/s, \(settings.runs) runs")
+                var p50: [Double] = [], p99: [Double] = [], p999: [Double] = []
+                for _ in 0..<settings.runs {
+                    let sorted = try latencies(rate: rate, count: count).sorted()
+                    func q(_ p: Double) -> Double { sorted[min(sorted.count - 1, Int(p * Double(sorted.count)))] }
+                    p50.append(q(0.5)); p99.append(q(0.99)); p999.append(q(0.999))
+                }
+                report.latency.append(.init(offeredPerSecond: rate, items: count, p50: Figure(p50), p99: Figure(p99), p999: Figure(p999)))
+            }
+        }
+        if settings.scenarios.contains("scaling") {
+            let threads = settings.scalingWorkers * settings.scalingThreads
+            let count = threads * settings.scalingItemsPerThread
+            progress("scaling: \(count) items, \(threads) threads sleeping \(settings.scalingSleepMilliseconds) ms each")
+            var rates: [Double] = []
+            for _ in 0..<settings.runs { rates.append(try scaling(count: count)) }
+            let ideal = Double(threads) * 1000 / Double(settings.scalingSleepMilliseconds)
+            let figure = Figure(rates)
+            report.scaling = .init(handlerThreads: threads, sleepMilliseconds: settings.scalingSleepMilliseconds, items: count,
+                                   itemsPerSecond: figure, idealPerSecond: ideal, efficiencyPercent: figure.median / ideal * 100)
+        }
+        if settings.scenarios.contains("memory") {
+            progress("memory: \(settings.memoryItems) queued 100-byte items, no workers")
+            var perItem: [Double] = []
+            for _ in 0..<settings.runs { perItem.append(try memory(count: settings.memoryItems, payload: 100)) }
+            report.memory = .init(items: settings.memoryItems, payloadBytes: 100, bytesPerItem: Figure(perItem),
+                                  overheadPerItem: Figure(perItem.map { $0 - 100 }))
+        }
+        return report
+    }
+
+    // MARK: Scenarios
+
+    /// Items/s from the first send to the last completion, every item acknowledged end to end.
+    func droverThroughput(size: Int, count: Int) throws -> Double {
+        let fleet = try BenchFleet(self, workers: settings.workers, threads: settings.threads, handler: "noop")
+        defer { fleet.stop() }
+        let producer = try fleet.producer(wait: true)
+        let payload = [UInt8](repeating: 0x61, count: size)
+        let start = DispatchTime.now().uptimeNanoseconds
+        let summary = try producer.send(repeatElement(payload, count: count))
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        guard summary.succeeded == count else {
+            throw CommandFailure("bench: \(count) items sent but \(summary.succeeded) completed (\(summary.failed) failed, \(summary.rejected.count) refused)")
+        }
+        return Double(count) / seconds
+    }
+
+    /// Messages/s through producer PUSH → forwarder PULL/PUSH → consumers PULL, counted at the consumers.
+    func rawThroughput(size: Int, count: Int) throws -> Double {
+        let reports = try ZMQSocket(context, type: .pull, linger: 0)
+        try reports.bind("tcp://127.0.0.1:*")
+        let ready = "\(directory)/raw-\(UInt32.random(in: 0...UInt32.max))"
+        let forwarder = try ChildProcess(role: "forwarder", arguments: ["bench-raw", "--role", "forwarder", "--ready-file", ready])
+        var children = [forwarder]
+        defer { for child in children.reversed() { child.stop(within: 2) } }
+        let endpoints = try waitForReadyFile(ready, child: forwarder, seconds: 10)
+        for index in 0..<settings.workers {
+            children.append(try ChildProcess(role: "consumer", arguments: [
+                "bench-raw", "--role", "consumer", "--source", endpoints[1], "--report", try reports.lastEndpoint(), "--index", "\(index)"]))
+        }
+        let push = try ZMQSocket(context, type: .push, linger: 0)
+        try push.connect(endpoints[0])
+        var counts: [UInt32: UInt64] = [:]
+        func waitFor(_ total: UInt64) throws {
+            try reports.set(.receiveTimeout(milliseconds: 30_000))
+            while counts.values.reduce(0, +) < total {
+                guard let frames = try reports.receive(), let frame = frames.first, frame.count == 12 else {
+                    throw CommandFailure("bench: the raw pipeline stopped reporting")
+                }
+                let index = frame[0..<4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+                counts[index] = frame[4..<12].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            }
+        }
+        // Warm up until every consumer has taken something, so the timed run uses all of them.
+        let payload = [UInt8](repeating: 0x61, count: size)
+        var warm: UInt64 = 0
+        while counts.count < settings.workers {
+            for _ in 0..<(settings.workers * 10) { try push.send([payload]) }
+            warm += UInt64(settings.workers * 10)
+            try waitFor(warm)
+        }
+        let start = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<count { try push.send([payload]) }
+        try waitFor(warm + UInt64(count))
+        return Double(count) / (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+    }
+
+    /// Microseconds from send to completion for items offered at `rate` per second.
+    func latencies(rate: Int, count: Int) throws -> [Double] {
+        let fleet = try BenchFleet(self, workers: settings.workers, threads: settings.threads, handler: "noop")
+        defer { fleet.stop() }
+        let producer = try fleet.producer(wait: true)
+        final class Times { var sent: [UInt64]; var latencies: [Double] = []; init(_ n: Int) { sent = Array(repeating: 0, count: n) } }
+        let times = Times(count)
+        try producer.begin { index, _ in
+            times.latencies.append(Double(DispatchTime.now().uptimeNanoseconds - times.sent[index]) / 1000)
+        }
+        let payload = [UInt8](repeating: 0x61, count: 16)
+        let interval = 1e9 / Double(rate)
+        let start = DispatchTime.now().uptimeNanoseconds
+        for index in 0..<count {
+            let due = start + UInt64(Double(index) * interval)
+            while true {
+                let now = DispatchTime.now().uptimeNanoseconds
+                if now >= due { break }
+                try producer.pump(timeoutMilliseconds: Int((due - now) / 1_000_000))
+            }
+            times.sent[index] = DispatchTime.now().uptimeNanoseconds
+            try producer.offer(payload)
+            try producer.flush()
+        }
+        let limit = DispatchTime.now().uptimeNanoseconds + 30_000_000_000
+        while producer.unfinished > 0 {
+            guard DispatchTime.now().uptimeNanoseconds < limit else { throw CommandFailure("bench: items did not complete within 30 s") }
+            try producer.pump(timeoutMilliseconds: 10)
+        }
+        guard times.latencies.count == count else { throw CommandFailure("bench: \(count) items sent, \(times.latencies.count) completed") }
+        return times.latencies
+    }
+
+    /// Items/s with handlers that sleep, on 32 handler threads.
+    func scaling(count: Int) throws -> Double {
+        let fleet = try BenchFleet(self, workers: settings.scalingWorkers, threads: settings.scalingThreads,
+                                   handler: "sleep:\(settings.scalingSleepMilliseconds)")
+        defer { fleet.stop() }
+        let producer = try fleet.producer(wait: true)
+        let start = DispatchTime.now().uptimeNanoseconds
+        let summary = try producer.send(repeatElement([UInt8](repeating: 0x61, count: 16), count: count))
+        guard summary.succeeded == count else { throw CommandFailure("bench: \(count) items sent but \(summary.succeeded) completed") }
+        return Double(count) / (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+    }
+
+    /// Broker resident bytes per queued item.
+    func memory(count: Int, payload: Int) throws -> Double {
+        let fleet = try BenchFleet(self, workers: 0, threads: 1, handler: "noop", extraBrokerArguments: ["--max-items", "\(count)"])
+        defer { fleet.stop() }
+        let producer = try fleet.producer(wait: false)
+        try producer.connect()
+        let before = residentBytes(fleet.broker.pid)
+        let summary = try producer.send(repeatElement([UInt8](repeating: 0x61, count: payload), count: count))
+        guard summary.accepted == count else { throw CommandFailure("bench: \(count) items sent but \(summary.accepted) accepted") }
+        return Double(residentBytes(fleet.broker.pid) - before) / Double(count)
+    }
+
+    // MARK: Machine facts
+
+    func residentBytes(_ pid: pid_t) -> Int {
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
+    }
+
+    func machineDescription() -> String {
+        let cpu = ((try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "")
+            .split(separator: "\n").first { $0.hasPrefix("model name") }?
+            .split(separator: ":").last?.trimmingCharacters(in: .whitespaces) ?? "unknown CPU"
+        let version = zmqVersion()
+        return "\(ProcessInfo.processInfo.activeProcessorCount) cores, \(cpu), libzmq \(version.major).\(version.minor).\(version.patch)"
+    }
+}
+
+/// A broker and workers started for one measurement, stopped afterwards.
+final class BenchFleet {
+    let broker: ChildProcess
+    private(set) var endpoint = ""
+    private var children: [ChildProcess] = []
+    private let bench: Benchmark
+
+    init(_ bench: Benchmark, workers: Int, threads: Int, handler: String, extraBrokerArguments: [String] = []) throws {
+        self.bench = bench
+        let tag = UInt32.random(in: 0...UInt32.max)
+        let ready = "\(bench.directory)/broker-\(tag)"
+        broker = try ChildProcess(role: "broker", arguments: ["broker", "--bind", "tcp://127.0.0.1:*", "--ready-file", ready]
+                                  + extraBrokerArguments + bench.settings.childArguments)
+        children.append(broker)
+        do {
+            endpoint = try waitForReadyFile(ready, child: broker, seconds: 10)[0]
+            var readyFiles: [(String, ChildProcess)] = []
+            for index in 0..<workers {
+                let file = "\(bench.directory)/worker-\(tag)-\(index)"
+                let worker = try ChildProcess(role: "worker", arguments: [
+                    "worker", "--broker", endpoint, "--threads", "\(threads)", "--bench-handler", handler,
+                    "--name", "bench-\(index + 1)", "--ready-file", file] + bench.settings.childArguments)
+                children.append(worker)
+                readyFiles.append((file, worker))
+            }
+            for (file, worker) in readyFiles { _ = try waitForReadyFile(file, child: worker, seconds: 10) }
+        } catch {
+            stop()
+            throw error
+        }
+    }
+
+    func producer(wait: Bool) throws -> Producer {
+        var options = ProducerOptions(broker: endpoint)
+        options.waitForResults = wait
+        options.window = 100_000
+        return try Producer(options: options, context: bench.context, logger: bench.logger)
+    }
+
+    func stop() {
+        for child in children.reversed() { child.stop(within: 5) }
+    }
+}
