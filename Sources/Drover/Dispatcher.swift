@@ -119,7 +119,8 @@ public struct Dispatcher: Sendable {
             fresh.removeAll()
         }
         if !fresh.isEmpty {
-            var queue = queues[submit.queue, default: QueueState()]
+            // Taken out of the dictionary so that appending does not copy the whole queue.
+            var queue = queues.removeValue(forKey: submit.queue) ?? QueueState()
             for item in fresh {
                 queue.items.append(Item(id: item.id, queue: submit.queue, payload: item.payload, sequence: nextSequence))
                 nextSequence &+= 1

@@ -37,6 +37,9 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Handler threads per worker for throughput and latency.")
     var threads = 1
 
+    @Option(help: "Items each throughput and latency worker holds beyond one per thread (its credit is threads + lookahead).")
+    var lookahead = 64
+
     @Option(help: "Runs per figure; the median is reported.")
     var runs = 3
 
@@ -71,7 +74,7 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         var settings = BenchSettings(
             scenarios: Set(scenarios.split(separator: ",").map(String.init)), sizes: parse(sizes)!, items: items,
-            workers: workers, threads: threads, runs: runs, rates: parse(rates)!, latencySeconds: latencySeconds,
+            workers: workers, threads: threads, lookahead: lookahead, runs: runs, rates: parse(rates)!, latencySeconds: latencySeconds,
             memoryItems: memoryItems, childArguments: ["--log-level", "warning", "--log-format", global.logFormat.rawValue])
         if quick {
             settings.items = 2000

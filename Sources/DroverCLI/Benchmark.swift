@@ -11,13 +11,14 @@ struct BenchSettings {
     var items: Int
     var workers: Int
     var threads: Int
+    var lookahead: Int
     var runs: Int
     var rates: [Int]
     var latencySeconds: Double
     var memoryItems: Int
     var childArguments: [String]
-    /// Scaling sends this many items per handler thread (50 × 32 threads = 1,600 items, 0.5 s ideal).
-    var scalingItemsPerThread = 50
+    /// Scaling sends this many items per handler thread (100 × 32 threads = 3,200 items, 1 s ideal).
+    var scalingItemsPerThread = 100
     /// Scaling runs 4 workers × 8 threads = 32 handler threads.
     let scalingWorkers = 4, scalingThreads = 8, scalingSleepMilliseconds = 10
 }
@@ -81,6 +82,7 @@ struct BenchReport: Codable {
     var date: String
     var workers: Int
     var threads: Int
+    var lookahead: Int
     var runs: Int
     var throughput: [Throughput] = []
     var latency: [Latency] = []
@@ -88,7 +90,7 @@ struct BenchReport: Codable {
     var memory: Memory?
 
     func table() -> String {
-        var lines = ["drover bench — \(machine), \(date); \(workers) workers × \(threads) threads; median (min–max) of \(runs) runs"]
+        var lines = ["drover bench — \(machine), \(date); \(workers) workers × \(threads) threads, lookahead \(lookahead); median (min–max) of \(runs) runs"]
         func n(_ v: Double) -> String { v >= 100 ? String(Int(v.rounded())) : String(format: "%.1f", v) }
         func f(_ fig: Figure) -> String { "\(n(fig.median)) (\(n(fig.min))–\(n(fig.max)))" }
         if !throughput.isEmpty {
@@ -100,9 +102,9 @@ struct BenchReport: Codable {
         }
         if !latency.isEmpty {
             lines.append("")
-            lines.append("latency      offered/s    items       p50 µs              p99 µs              p99.9 µs")
+            lines.append("latency      offered/s    items       p50 µs                      p99 µs                      p99.9 µs")
             for l in latency {
-                lines.append("             \(pad(l.offeredPerSecond, 12))\(pad(l.items, 12))\(f(l.p50).padding(toLength: 20, withPad: " ", startingAt: 0))\(f(l.p99).padding(toLength: 20, withPad: " ", startingAt: 0))\(f(l.p999))")
+                lines.append("             \(pad(l.offeredPerSecond, 12))\(pad(l.items, 12))\(f(l.p50).padding(toLength: 28, withPad: " ", startingAt: 0))\(f(l.p99).padding(toLength: 28, withPad: " ", startingAt: 0))\(f(l.p999))")
             }
         }
         if let s = scaling {
@@ -136,7 +138,7 @@ struct Benchmark {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let formatter = ISO8601DateFormatter()
         var report = BenchReport(machine: machineDescription(), date: formatter.string(from: Date()),
-                                 workers: settings.workers, threads: settings.threads, runs: settings.runs)
+                                 workers: settings.workers, threads: settings.threads, lookahead: settings.lookahead, runs: settings.runs)
         if settings.scenarios.contains("throughput") {
             let smallest = settings.sizes.min()!
             for size in settings.sizes {
@@ -189,7 +191,7 @@ struct Benchmark {
 
     /// Items/s from the first send to the last completion, every item acknowledged end to end.
     func droverThroughput(size: Int, count: Int) throws -> Double {
-        let fleet = try BenchFleet(self, workers: settings.workers, threads: settings.threads, handler: "noop")
+        let fleet = try BenchFleet(self, workers: settings.workers, threads: settings.threads, handler: "noop", lookahead: settings.lookahead)
         defer { fleet.stop() }
         let producer = try fleet.producer(wait: true)
         let payload = [UInt8](repeating: 0x61, count: size)
@@ -244,7 +246,7 @@ struct Benchmark {
 
     /// Microseconds from send to completion for items offered at `rate` per second.
     func latencies(rate: Int, count: Int) throws -> [Double] {
-        let fleet = try BenchFleet(self, workers: settings.workers, threads: settings.threads, handler: "noop")
+        let fleet = try BenchFleet(self, workers: settings.workers, threads: settings.threads, handler: "noop", lookahead: settings.lookahead)
         defer { fleet.stop() }
         let producer = try fleet.producer(wait: true)
         final class Times { var sent: [UInt64]; var latencies: [Double] = []; init(_ n: Int) { sent = Array(repeating: 0, count: n) } }
@@ -292,7 +294,6 @@ struct Benchmark {
         let fleet = try BenchFleet(self, workers: 0, threads: 1, handler: "noop", extraBrokerArguments: ["--max-items", "\(count)"])
         defer { fleet.stop() }
         let producer = try fleet.producer(wait: false)
-        try producer.connect()
         let before = residentBytes(fleet.broker.pid)
         let summary = try producer.send(repeatElement([UInt8](repeating: 0x61, count: payload), count: count))
         guard summary.accepted == count else { throw CommandFailure("bench: \(count) items sent but \(summary.accepted) accepted") }
@@ -323,7 +324,8 @@ final class BenchFleet {
     private var children: [ChildProcess] = []
     private let bench: Benchmark
 
-    init(_ bench: Benchmark, workers: Int, threads: Int, handler: String, extraBrokerArguments: [String] = []) throws {
+    init(_ bench: Benchmark, workers: Int, threads: Int, handler: String, lookahead: Int = 1,
+         extraBrokerArguments: [String] = []) throws {
         self.bench = bench
         let tag = UInt32.random(in: 0...UInt32.max)
         let ready = "\(bench.directory)/broker-\(tag)"
@@ -336,7 +338,7 @@ final class BenchFleet {
             for index in 0..<workers {
                 let file = "\(bench.directory)/worker-\(tag)-\(index)"
                 let worker = try ChildProcess(role: "worker", arguments: [
-                    "worker", "--broker", endpoint, "--threads", "\(threads)", "--bench-handler", handler,
+                    "worker", "--broker", endpoint, "--threads", "\(threads)", "--lookahead", "\(lookahead)", "--bench-handler", handler,
                     "--name", "bench-\(index + 1)", "--ready-file", file] + bench.settings.childArguments)
                 children.append(worker)
                 readyFiles.append((file, worker))
@@ -348,11 +350,14 @@ final class BenchFleet {
         }
     }
 
+    /// A producer already connected, so that no measurement includes the connection.
     func producer(wait: Bool) throws -> Producer {
         var options = ProducerOptions(broker: endpoint)
         options.waitForResults = wait
         options.window = 100_000
-        return try Producer(options: options, context: bench.context, logger: bench.logger)
+        let producer = try Producer(options: options, context: bench.context, logger: bench.logger)
+        try producer.connect()
+        return producer
     }
 
     func stop() {

@@ -1,0 +1,48 @@
+import Foundation
+import Testing
+
+extension ProcessTests {
+    /// `drover bench` is measured by people, not asserted on: this only checks that every
+    /// scenario runs and that its figures are consistent, never how fast anything is.
+    @Suite("drover bench smoke run")
+    struct BenchSmokeTests {
+        @Test("drover bench --quick runs every scenario; every item is accounted for and every figure is positive")
+        func quickRun() throws {
+            let sandbox = try Sandbox("bench")
+            defer { sandbox.tearDown() }
+            let run = try sandbox.run(["bench", "--quick", "--json"], timeout: 300)
+            #expect(run.status == 0, "\(run.stderr.suffix(2000))")
+            let report = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
+
+            let throughput = try #require(report["throughput"] as? [[String: Any]])
+            #expect(throughput.map { $0["itemBytes"] as? Int } == [16, 256, 4096])
+            for row in throughput {
+                let drover = try #require(row["drover"] as? [String: Double])
+                let raw = try #require(row["raw"] as? [String: Double])
+                #expect(drover["min"]! > 0 && drover["min"]! <= drover["median"]! && drover["median"]! <= drover["max"]!)
+                #expect(raw["median"]! > 0)
+                #expect(abs((row["ratio"] as! Double) - drover["median"]! / raw["median"]!) < 1e-9)
+            }
+            let latency = try #require(report["latency"] as? [[String: Any]])
+            #expect(latency.count == 2)
+            for row in latency {
+                let p50 = try #require(row["p50"] as? [String: Double]), p99 = try #require(row["p99"] as? [String: Double])
+                #expect(p50["median"]! > 0 && p50["median"]! <= p99["median"]!)
+            }
+            let scaling = try #require(report["scaling"] as? [String: Any])
+            #expect(scaling["handlerThreads"] as? Int == 32)
+            #expect((scaling["efficiencyPercent"] as? Double ?? 0) > 0)
+            let memory = try #require(report["memory"] as? [String: Any])
+            #expect(((memory["bytesPerItem"] as? [String: Double])?["median"] ?? 0) > 0)
+        }
+
+        @Test("an unknown scenario is refused by name")
+        func unknownScenario() throws {
+            let sandbox = try Sandbox("bench-bad")
+            defer { sandbox.tearDown() }
+            let run = try sandbox.run(["bench", "--scenarios", "speed"])
+            #expect(run.status != 0)
+            #expect(run.stderr.contains("unknown scenario \"speed\""))
+        }
+    }
+}
