@@ -12,12 +12,10 @@ extension Dispatcher {
         }
         var results: [PeerID: [ItemOutcome]] = [:]
         for outcome in outcomes {
-            guard let lease = leases[outcome.id], lease.worker == peer, lease.attempt == outcome.attempt else {
+            guard let lease = releaseLease(outcome.id, attempt: outcome.attempt, of: peer, &record) else {
                 counters.staleOutcomes += 1
                 continue
             }
-            leases[outcome.id] = nil
-            record.leased.remove(outcome.id)
             record.completed += 1
             switch outcome.status {
             case .succeeded:

@@ -50,12 +50,10 @@ extension Dispatcher {
         removeFromReady(peer, queue: record.queue)
         var returned: [Item] = []
         for ref in refs {
-            guard let lease = leases[ref.id], lease.worker == peer, lease.attempt == ref.attempt else {
+            guard let lease = releaseLease(ref.id, attempt: ref.attempt, of: peer, &record) else {
                 counters.staleOutcomes += 1
                 continue
             }
-            leases[ref.id] = nil
-            record.leased.remove(ref.id)
             returned.append(lease.item)
         }
         record.handedBack += returned.count
@@ -107,17 +105,22 @@ extension Dispatcher {
     /// A `deliver` could not be sent (the worker's pipe is full or gone): its items return to
     /// the queue, and the attempt does not count.
     public mutating func undelivered(to peer: PeerID, _ deliveries: [Delivery]) {
-        var returned: [Item] = []
-        for d in deliveries {
-            guard let lease = leases[d.id], lease.worker == peer, lease.attempt == d.attempt else { continue }
-            leases[d.id] = nil
-            workers[peer]?.leased.remove(d.id)
-            returned.append(lease.item)
-        }
+        guard var record = workers[peer] else { return }
+        let returned = deliveries.compactMap { releaseLease($0.id, attempt: $0.attempt, of: peer, &record)?.item }
+        workers[peer] = record
         requeueAtFront(returned)
     }
 
     // MARK: Internals
+
+    /// Ends the lease of item `id` if `peer` holds it on `attempt` (the fencing check every
+    /// outcome and hand-back passes), and returns it; `nil` for anything stale.
+    mutating func releaseLease(_ id: ItemID, attempt: UInt32, of peer: PeerID, _ record: inout WorkerRecord) -> Lease? {
+        guard let lease = leases[id], lease.worker == peer, lease.attempt == attempt else { return nil }
+        leases[id] = nil
+        record.leased.remove(id)
+        return lease
+    }
 
     mutating func grant(_ record: inout WorkerRecord, peer: PeerID, _ amount: UInt32) {
         guard !record.draining, amount > 0 else { return }
