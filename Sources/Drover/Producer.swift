@@ -51,6 +51,31 @@ public struct ProducerProgress: Sendable {
     public var finished: Int
 }
 
+/// What an ``ItemSource`` has for the producer right now.
+public enum NextItem {
+    case item([UInt8])
+    /// Nothing yet (input is still coming): the producer sends what it has batched and waits.
+    case notYet
+    /// No more items.
+    case end
+}
+
+/// Items that arrive over time, such as lines on a pipe. `next()` never blocks; when it says
+/// ``NextItem/notYet`` the producer flushes its batch, so a lone item goes out at once, and
+/// waits for the broker or for ``fileDescriptor`` to become readable.
+public protocol ItemSource {
+    mutating func next() -> NextItem
+    /// A descriptor that becomes readable when more items may be ready, or `nil`.
+    var fileDescriptor: Int32? { get }
+}
+
+/// A sequence as an ``ItemSource``: always ready until it ends.
+struct SequenceSource<I: IteratorProtocol>: ItemSource where I.Element == [UInt8] {
+    var iterator: I
+    mutating func next() -> NextItem { iterator.next().map(NextItem.item) ?? .end }
+    var fileDescriptor: Int32? { nil }
+}
+
 /// Sends items to the broker and collects acceptances and, on request, outcomes.
 ///
 /// Not `Sendable`: it owns a socket, so it stays on the thread that made it.
@@ -142,14 +167,27 @@ public final class Producer {
         onOutcome: @escaping (Int, ItemOutcome) -> Void = { _, _ in },
         onProgress: ((ProducerProgress) -> Void)? = nil
     ) throws -> ProducerSummary where S.Element == [UInt8] {
-        try begin(onOutcome: onOutcome)
-        var iterator = items.makeIterator()
+        var source = SequenceSource(iterator: items.makeIterator())
+        return try send(from: &source, onOutcome: onOutcome, onProgress: onProgress)
+    }
+
+    /// Sends every item `source` gives, as ``send(_:onOutcome:onProgress:)`` does, flushing the
+    /// current batch whenever the source has nothing ready.
+    public func send<Source: ItemSource>(
+        from source: inout Source,
+        onOutcome: @escaping (Int, ItemOutcome) -> Void = { _, _ in },
+        onProgress: ((ProducerProgress) -> Void)? = nil
+    ) throws -> ProducerSummary {
+        try begin(onOutcome: onOutcome, alsoWakeOn: source.fileDescriptor)
         var exhausted = false
         var lastProgress: Int64 = 0
         while true {
-            while !exhausted && canOffer {
-                guard let payload = iterator.next() else { exhausted = true; break }
-                try offer(payload)
+            fill: while !exhausted && canOffer {
+                switch source.next() {
+                case .item(let payload): try offer(payload)
+                case .notYet: break fill
+                case .end: exhausted = true
+                }
             }
             try flush()
             if exhausted && unfinished == 0 { break }
@@ -166,8 +204,9 @@ public final class Producer {
     // MARK: The engine: offer, flush, pump
 
     /// Starts a run: connects if needed and clears the books. `onOutcome` is called from
-    /// ``pump(timeoutMilliseconds:)`` with each item's index and outcome.
-    public func begin(onOutcome: @escaping (Int, ItemOutcome) -> Void = { _, _ in }) throws {
+    /// ``pump(timeoutMilliseconds:)`` with each item's index and outcome; `pump` also returns
+    /// early when `alsoWakeOn` (an input descriptor) becomes readable.
+    public func begin(onOutcome: @escaping (Int, ItemOutcome) -> Void = { _, _ in }, alsoWakeOn fd: Int32? = nil) throws {
         welcome = try connect()
         self.onOutcome = onOutcome
         summary = ProducerSummary()
@@ -178,11 +217,10 @@ public final class Producer {
         batchBytes = 0
         nextIndex = 0
         lostSince = nil
-        if poller == nil {
-            var p = ZMQPoller()
-            _ = p.add(socket)
-            poller = consume p
-        }
+        var p = ZMQPoller()
+        _ = p.add(socket)
+        if let fd { _ = p.add(fileDescriptor: fd) }
+        poller = consume p
     }
 
     /// Whether the window has room for another item.

@@ -59,19 +59,9 @@ struct SendCommand: ParsableCommand {
         let producer = try Producer(options: options, context: ZMQContext(), logger: logger)
         defer { producer.close() }
 
-        let input: AnySequence<[UInt8]>
-        if let file {
-            input = AnySequence(try LineReader(path: file))
-        } else if !items.isEmpty {
-            input = AnySequence(items.map { Array($0.utf8) })
-        } else {
-            if isatty(STDIN_FILENO) != 0 { writeError("reading items from stdin, one per line; end with Ctrl-D\n") }
-            input = AnySequence(LineReader())
-        }
-
         let showProgress = isatty(STDERR_FILENO) != 0
         var failures = 0
-        let summary = try producer.send(input, onOutcome: { index, outcome in
+        let onOutcome = { (index: Int, outcome: ItemOutcome) in
             switch outcome.status {
             case .succeeded:
                 var line = outcome.payload
@@ -82,9 +72,24 @@ struct SendCommand: ParsableCommand {
                 let text = String(decoding: outcome.payload, as: UTF8.self)
                 writeError("\(showProgress ? "\r\u{1B}[K" : "")item \(index + 1) failed (attempt \(outcome.attempt)): \(text)\n")
             }
-        }, onProgress: showProgress ? { p in
+        }
+        let onProgress: ((ProducerProgress) -> Void)? = showProgress ? { p in
             writeError("\r\u{1B}[Kread \(p.read), accepted \(p.accepted)\(wait ? ", finished \(p.finished)" : "")")
-        } : nil)
+        } : nil
+
+        let summary: ProducerSummary
+        if !items.isEmpty {
+            summary = try producer.send(items.map { Array($0.utf8) }, onOutcome: onOutcome, onProgress: onProgress)
+        } else {
+            var lines: LineSource
+            if let file {
+                lines = try LineSource(path: file)
+            } else {
+                if isatty(STDIN_FILENO) != 0 { writeError("reading items from stdin, one per line; end with Ctrl-D\n") }
+                lines = LineSource()
+            }
+            summary = try producer.send(from: &lines, onOutcome: onOutcome, onProgress: onProgress)
+        }
         if showProgress { writeError("\r\u{1B}[K") }
 
         for (index, reason) in summary.rejected.sorted(by: { $0.key < $1.key }).prefix(20) {

@@ -31,6 +31,22 @@ extension ProcessTests {
             #expect(!processed1.isEmpty && !processed2.isEmpty, "both workers took part")
         }
 
+        @Test("lines arriving slowly on stdin each go out at once, without waiting for a full batch or the end")
+        func streamingStdin() throws {
+            let sandbox = try Sandbox("stream")
+            defer { sandbox.tearDown() }
+            let (_, broker) = try sandbox.broker()
+            _ = try sandbox.worker("w", broker: broker, ["--exec", "tr a-z A-Z"])
+            let input = Pipe()
+            let producer = try sandbox.start("producer", ["send", "--broker", broker, "--wait"], stdinPipe: input)
+            input.fileHandleForWriting.write(Data("first\n".utf8))
+            #expect(eventually(seconds: 15) { producer.stdout == "FIRST\n" }, "the first line's result came back while stdin stayed open")
+            input.fileHandleForWriting.write(Data("second\n".utf8))
+            #expect(eventually(seconds: 15) { producer.stdout == "FIRST\nSECOND\n" })
+            try input.fileHandleForWriting.close()
+            #expect(producer.wait(seconds: 15) == 0, "\(producer.stderr)")
+        }
+
         @Test("credit: with one slow and one fast worker, the fast one processes most items")
         func fastWorkerTakesMostItems() throws {
             let sandbox = try Sandbox("credit")

@@ -31,8 +31,8 @@ final class Sandbox: @unchecked Sendable {
 
     /// Starts `drover ARGUMENTS…` in the background.
     @discardableResult
-    func start(_ name: String, _ arguments: [String], stdin: String? = nil) throws -> DroverProcess {
-        let process = try DroverProcess(name: name, arguments: arguments, directory: directory, stdin: stdin)
+    func start(_ name: String, _ arguments: [String], stdin: String? = nil, stdinPipe: Pipe? = nil) throws -> DroverProcess {
+        let process = try DroverProcess(name: name, arguments: arguments, directory: directory, stdin: stdin, stdinPipe: stdinPipe)
         lock.withLock { processes.append(process) }
         return process
     }
@@ -120,7 +120,7 @@ final class DroverProcess: @unchecked Sendable {
         return directory.appendingPathComponent("drover").path
     }()
 
-    init(name: String, arguments: [String], directory: String, stdin: String?) throws {
+    init(name: String, arguments: [String], directory: String, stdin: String?, stdinPipe: Pipe? = nil) throws {
         self.name = name
         stdoutPath = "\(directory)/\(name).stdout"
         stderrPath = "\(directory)/\(name).stderr"
@@ -130,7 +130,9 @@ final class DroverProcess: @unchecked Sendable {
         process.arguments = arguments
         process.standardOutput = FileHandle(forWritingAtPath: stdoutPath)
         process.standardError = FileHandle(forWritingAtPath: stderrPath)
-        if let stdin {
+        if let stdinPipe {
+            process.standardInput = stdinPipe
+        } else if let stdin {
             let input = "\(directory)/\(name).stdin"
             FileManager.default.createFile(atPath: input, contents: Data(stdin.utf8))
             process.standardInput = FileHandle(forReadingAtPath: input)
