@@ -8,7 +8,6 @@ public struct DroverError: Error, Equatable, CustomStringConvertible, Sendable {
         case lostContact
         case refused
         case cannotWrite
-        case exitIncomplete
         case handlerUnavailable
     }
 
@@ -37,15 +36,11 @@ public struct DroverError: Error, Equatable, CustomStringConvertible, Sendable {
     public static func cannotWrite(_ path: String, _ why: String) -> DroverError {
         .init(code: .cannotWrite, description: "cannot write \(path): \(why)")
     }
-    /// A coordinated exit ended without every worker confirming.
-    public static func exitIncomplete(_ text: String) -> DroverError { .init(code: .exitIncomplete, description: text) }
     /// The handler cannot run (for example, an `--exec` command that does not exist).
     public static func handlerUnavailable(_ text: String) -> DroverError { .init(code: .handlerUnavailable, description: text) }
 
     // Sentinels for comparisons in tests and callers.
     public static let anyUnreachable = DroverError(code: .unreachable, description: "")
-    public static let anyBadOption = DroverError(code: .badOption, description: "")
-    public static let anyRefused = DroverError(code: .refused, description: "")
 }
 
 func formatSeconds(_ s: Double) -> String {

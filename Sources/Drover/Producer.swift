@@ -229,13 +229,6 @@ public final class Producer {
     /// Items not yet safe: not accepted, or with ``ProducerOptions/waitForResults`` not yet finished.
     public var unfinished: Int { outstanding.count }
 
-    /// What happened so far in this run.
-    public var progress: ProducerSummary {
-        var s = summary
-        s.read = Int(nextIndex)
-        return s
-    }
-
     /// Adds an item to the current batch, sending the batch when it is full; returns the item's
     /// index. Call ``flush()`` to send a partial batch now (a lone item should not wait).
     @discardableResult
