@@ -42,9 +42,7 @@ public enum Codec {
         case .deliver(let deliveries):
             frames.reserveCapacity(2 + 2 * deliveries.count)
             for d in deliveries {
-                var header = idBytes(d.id)
-                header += be32(d.attempt)
-                frames.append(header)
+                frames.append(refHeader(d.id, d.attempt))
                 frames.append(d.payload)
             }
         case .done(let credit, let outcomes):
@@ -54,8 +52,8 @@ public enum Codec {
             var bytes: [UInt8] = []
             bytes.reserveCapacity(refs.count * refBytes)
             for r in refs {
-                bytes += idBytes(r.id)
-                bytes += be32(r.attempt)
+                append(r.id, to: &bytes)
+                append(r.attempt, to: &bytes)
             }
             frames.append(bytes)
         case .bye(let reason):
@@ -199,13 +197,47 @@ public enum Codec {
 
     static func be16(_ v: UInt16) -> [UInt8] { [UInt8(v >> 8), UInt8(v & 0xff)] }
     static func be32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8((v >> 16) & 0xff), UInt8((v >> 8) & 0xff), UInt8(v & 0xff)] }
-    static func be64(_ v: UInt64) -> [UInt8] { be32(UInt32(v >> 32)) + be32(UInt32(v & 0xffff_ffff)) }
-    static func idBytes(_ id: ItemID) -> [UInt8] { be64(id.high) + be64(id.low) }
+    static func be64(_ v: UInt64) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(8)
+        append(v, to: &bytes)
+        return bytes
+    }
+
+    static func idBytes(_ id: ItemID) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(16)
+        append(id, to: &bytes)
+        return bytes
+    }
+
+    // Appending in place: the per-item headers are built without temporary arrays.
+    @inline(__always) static func append(_ v: UInt32, to bytes: inout [UInt8]) {
+        withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) }
+    }
+
+    @inline(__always) static func append(_ v: UInt64, to bytes: inout [UInt8]) {
+        withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) }
+    }
+
+    @inline(__always) static func append(_ id: ItemID, to bytes: inout [UInt8]) {
+        append(id.high, to: &bytes)
+        append(id.low, to: &bytes)
+    }
+
+    /// A delivery reference: id then attempt, 20 bytes.
+    static func refHeader(_ id: ItemID, _ attempt: UInt32) -> [UInt8] {
+        var header: [UInt8] = []
+        header.reserveCapacity(outcomeHeaderBytes)  // room for an outcome's status byte too
+        append(id, to: &header)
+        append(attempt, to: &header)
+        return header
+    }
 
     static func idList(_ ids: [ItemID]) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(ids.count * 16)
-        for id in ids { bytes += idBytes(id) }
+        for id in ids { append(id, to: &bytes) }
         return bytes
     }
 
@@ -216,8 +248,7 @@ public enum Codec {
     static func appendOutcomes(_ outcomes: [ItemOutcome], to frames: inout [[UInt8]]) {
         frames.reserveCapacity(frames.count + 2 * outcomes.count)
         for o in outcomes {
-            var header = idBytes(o.id)
-            header += be32(o.attempt)
+            var header = refHeader(o.id, o.attempt)
             header.append(o.status.rawValue)
             frames.append(header)
             frames.append(o.payload)
