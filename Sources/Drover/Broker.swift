@@ -143,9 +143,7 @@ struct BrokerLoop {
         case .heartbeat:
             // Only registered workers heartbeat; anyone else has been forgotten (a restart):
             // telling it so makes it say hello again at once, instead of after the liveness window.
-            if !dispatcher.isWorker(peer) {
-                send(peer, .error(.unknownPeer, "this broker does not know you (it may have restarted): send hello again"))
-            }
+            if !dispatcher.isWorker(peer) { dispatcher.unknownPeer(peer) }
         case .submit(let submit):
             dispatcher.submit(from: peer, submit)
         case .credit(let amount):
@@ -166,8 +164,7 @@ struct BrokerLoop {
             }
         case .statusRequest:
             let status = dispatcher.status(now: now)
-            let json = (try? JSONEncoder().encode(status)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-            send(peer, .statusReply(json))
+            send(peer, .statusReply(jsonText(status)))
         case .deadLetters(let request):
             send(peer, .deadLetterReply(dispatcher.deadLetters(request, now: now)))
             switch request {

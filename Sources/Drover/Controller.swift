@@ -260,7 +260,5 @@ struct ControllerLoop {
         _ = try? commands.send([peer] + Codec.encode(message), dontWait: true)
     }
 
-    func json(_ fields: [String: String]) -> String {
-        (try? JSONEncoder().encode(fields)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-    }
+    func json(_ fields: [String: String]) -> String { jsonText(fields) }
 }

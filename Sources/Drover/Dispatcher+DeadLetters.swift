@@ -31,11 +31,7 @@ public struct DeadLetterChange: Codable, Sendable, Equatable {
 extension Dispatcher {
     /// Answers a `dead-letters` request with JSON.
     public mutating func deadLetters(_ request: DeadLetterRequest, now: Int64) -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        func json<T: Encodable>(_ value: T) -> String {
-            (try? encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-        }
+        func json<T: Encodable>(_ value: T) -> String { jsonText(value) }
         switch request {
         case .list(let limit):
             let ids = limit == 0 ? Array(deadOrder) : Array(deadOrder.prefix(Int(limit)))
