@@ -74,18 +74,56 @@ struct ArgumentReader<C: RandomAccessCollection> where C.Element == [UInt8], C.I
         return stride(from: 0, to: b.count, by: Codec.refBytes).map { DeliveryRef(id: readID(b, $0), attempt: readU32(b, $0 + 16)) }
     }
 
+    /// The remaining frames as packed outcomes.
     mutating func outcomes() throws(ProtocolError) -> [ItemOutcome] {
-        guard (args.endIndex - index) % 2 == 0 else {
-            throw .frameCount("\(command): expected header/payload pairs")
-        }
         var out: [ItemOutcome] = []
-        out.reserveCapacity((args.endIndex - index) / 2)
         while !atEnd {
-            let h = try sized(Codec.outcomeHeaderBytes, "an outcome header (id + attempt + status)")
-            guard let status = ItemOutcome.Status(rawValue: h[20]) else { throw .badValue("\(command): unknown status \(h[20])") }
-            out.append(ItemOutcome(id: readID(h, 0), attempt: readU32(h, 16), status: status, payload: raw()))
+            var records = RecordReader(raw(), command: command)
+            out.reserveCapacity(out.count + records.count(minimumRecord: Codec.outcomeHeaderBytes + 4))
+            while !records.atEnd {
+                let id = try records.id(), attempt = try records.u32(), raw = try records.byte()
+                guard let status = ItemOutcome.Status(rawValue: raw) else { throw .badValue("\(command): unknown status \(raw)") }
+                out.append(ItemOutcome(id: id, attempt: attempt, status: status, payload: try records.sizedBytes()))
+            }
         }
         return out
+    }
+}
+
+/// Reads the records packed in one frame (items, deliveries, outcomes), checking that each
+/// field fits before reading it: a truncated record is a `frameSize` error, never a crash.
+struct RecordReader {
+    private let frame: [UInt8]
+    private var at = 0
+    private let command: DroverMessage.Command
+
+    init(_ frame: [UInt8], command: DroverMessage.Command) {
+        self.frame = frame
+        self.command = command
+    }
+
+    var atEnd: Bool { at >= frame.count }
+
+    /// An upper bound on the records left, for reserving room.
+    func count(minimumRecord: Int) -> Int { (frame.count - at) / minimumRecord }
+
+    private mutating func take(_ n: Int, _ what: String) throws(ProtocolError) -> Int {
+        guard frame.count - at >= n else {
+            throw .frameSize("\(command): a packed record is cut short (\(what) needs \(n) bytes, \(frame.count - at) left)")
+        }
+        defer { at += n }
+        return at
+    }
+
+    mutating func byte() throws(ProtocolError) -> UInt8 { frame[try take(1, "a status byte")] }
+    mutating func u32() throws(ProtocolError) -> UInt32 { readU32(frame, try take(4, "a 4-byte integer")) }
+    mutating func id() throws(ProtocolError) -> ItemID { readID(frame, try take(16, "an item id")) }
+
+    /// A 4-byte length, then that many bytes.
+    mutating func sizedBytes() throws(ProtocolError) -> [UInt8] {
+        let count = Int(try u32())
+        let start = try take(count, "a payload")
+        return Array(frame[start..<(start + count)])
     }
 }
 

@@ -5,6 +5,8 @@
 public enum Codec {
     /// The longest queue or peer name accepted, in UTF-8 bytes.
     public static let maxNameBytes = 255
+    /// Size of an item id.
+    static let idSize = 16
     /// Size of an item reference: 16-byte id + 4-byte attempt.
     static let refBytes = 20
     /// Size of an outcome header: 16-byte id + 4-byte attempt + 1-byte status.
@@ -25,11 +27,14 @@ public enum Codec {
         case .error(let code, let text):
             frames += [be16(code.rawValue), Array(text.utf8)]
         case .submit(let s):
-            frames.reserveCapacity(4 + 2 * s.items.count)
             frames += [Array(s.queue.utf8), [s.wantsResults ? 1 : 0]]
-            for item in s.items {
-                frames.append(idBytes(item.id))
-                frames.append(item.payload)
+            if !s.items.isEmpty {
+                var packed = packedFrame(s.items.count * (idSize + 4) + s.items.reduce(0) { $0 + $1.payload.count })
+                for item in s.items {
+                    append(item.id, to: &packed)
+                    appendSized(item.payload, to: &packed)
+                }
+                frames.append(packed)
             }
         case .accepted(let ids):
             frames.append(idList(ids))
@@ -40,10 +45,14 @@ public enum Codec {
         case .credit(let n):
             frames.append(be32(n))
         case .deliver(let deliveries):
-            frames.reserveCapacity(2 + 2 * deliveries.count)
-            for d in deliveries {
-                frames.append(refHeader(d.id, d.attempt))
-                frames.append(d.payload)
+            if !deliveries.isEmpty {
+                var packed = packedFrame(deliveries.count * (refBytes + 4) + deliveries.reduce(0) { $0 + $1.payload.count })
+                for d in deliveries {
+                    append(d.id, to: &packed)
+                    append(d.attempt, to: &packed)
+                    appendSized(d.payload, to: &packed)
+                }
+                frames.append(packed)
             }
         case .done(let credit, let outcomes):
             frames.append(be32(credit))
@@ -69,7 +78,7 @@ public enum Codec {
         case .deadLetters(let request):
             switch request {
             case .list(let limit): frames += [[DeadLetterRequest.Kind.list.rawValue], be32(limit)]
-            case .show(let id): frames += [[DeadLetterRequest.Kind.show.rawValue], idBytes(id)]
+            case .show(let id): frames += [[DeadLetterRequest.Kind.show.rawValue], idFrame(id)]
             case .replay(let ids): frames += [[DeadLetterRequest.Kind.replay.rawValue], idList(ids)]
             case .purge(let ids): frames += [[DeadLetterRequest.Kind.purge.rawValue], idList(ids)]
             }
@@ -120,15 +129,18 @@ public enum Codec {
             let raw = try reader.u16()
             return .error(ErrorCode(rawValue: raw) ?? .malformed, try reader.text())
         case .submit:
-            guard args.count >= 2, args.count % 2 == 0 else {
-                throw .frameCount("submit: expected queue, flags, then id/payload pairs; got \(args.count) argument frames")
+            guard args.count >= 2 else {
+                throw .frameCount("submit: expected queue, flags, then frames of packed items; got \(args.count) argument frames")
             }
             let queue = try reader.name()
             let flags = try reader.byte()
             var items: [SubmittedItem] = []
-            items.reserveCapacity((args.count - 2) / 2)
             while !reader.atEnd {
-                items.append(SubmittedItem(id: try reader.id(), payload: reader.raw()))
+                var records = RecordReader(reader.raw(), command: command)
+                items.reserveCapacity(items.count + records.count(minimumRecord: idSize + 4))
+                while !records.atEnd {
+                    items.append(SubmittedItem(id: try records.id(), payload: try records.sizedBytes()))
+                }
             }
             return .submit(Submit(queue: queue, wantsResults: flags & 1 != 0, items: items))
         case .accepted:
@@ -145,12 +157,13 @@ public enum Codec {
             try reader.expectCount(1)
             return .credit(try reader.u32())
         case .deliver:
-            guard args.count % 2 == 0 else { throw .frameCount("deliver: expected header/payload pairs; got \(args.count) frames") }
             var deliveries: [Delivery] = []
-            deliveries.reserveCapacity(args.count / 2)
             while !reader.atEnd {
-                let ref = try reader.ref()
-                deliveries.append(Delivery(id: ref.id, attempt: ref.attempt, payload: reader.raw()))
+                var records = RecordReader(reader.raw(), command: command)
+                deliveries.reserveCapacity(deliveries.count + records.count(minimumRecord: refBytes + 4))
+                while !records.atEnd {
+                    deliveries.append(Delivery(id: try records.id(), attempt: try records.u32(), payload: try records.sizedBytes()))
+                }
             }
             return .deliver(deliveries)
         case .done:
@@ -204,7 +217,7 @@ public enum Codec {
         return bytes
     }
 
-    static func idBytes(_ id: ItemID) -> [UInt8] {
+    static func idFrame(_ id: ItemID) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(16)
         append(id, to: &bytes)
@@ -225,15 +238,6 @@ public enum Codec {
         append(id.low, to: &bytes)
     }
 
-    /// A delivery reference: id then attempt, 20 bytes.
-    static func refHeader(_ id: ItemID, _ attempt: UInt32) -> [UInt8] {
-        var header: [UInt8] = []
-        header.reserveCapacity(outcomeHeaderBytes)  // room for an outcome's status byte too
-        append(id, to: &header)
-        append(attempt, to: &header)
-        return header
-    }
-
     static func idList(_ ids: [ItemID]) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(ids.count * 16)
@@ -245,13 +249,29 @@ public enum Codec {
         be64(s.epoch) + [s.phase.rawValue] + be32(s.deadlineMilliseconds)
     }
 
+    /// Outcomes packed into one frame: per outcome its header, a 4-byte length, the payload.
     static func appendOutcomes(_ outcomes: [ItemOutcome], to frames: inout [[UInt8]]) {
-        frames.reserveCapacity(frames.count + 2 * outcomes.count)
+        guard !outcomes.isEmpty else { return }
+        var packed = packedFrame(outcomes.count * (outcomeHeaderBytes + 4) + outcomes.reduce(0) { $0 + $1.payload.count })
         for o in outcomes {
-            var header = refHeader(o.id, o.attempt)
-            header.append(o.status.rawValue)
-            frames.append(header)
-            frames.append(o.payload)
+            append(o.id, to: &packed)
+            append(o.attempt, to: &packed)
+            packed.append(o.status.rawValue)
+            appendSized(o.payload, to: &packed)
         }
+        frames.append(packed)
+    }
+
+    /// An empty frame with room for `bytes`, for packing records into.
+    static func packedFrame(_ bytes: Int) -> [UInt8] {
+        var frame: [UInt8] = []
+        frame.reserveCapacity(bytes)
+        return frame
+    }
+
+    /// A 4-byte length, then the bytes.
+    @inline(__always) static func appendSized(_ bytes: [UInt8], to frame: inout [UInt8]) {
+        append(UInt32(bytes.count), to: &frame)
+        frame.append(contentsOf: bytes)
     }
 }

@@ -45,12 +45,25 @@ struct CodecTests {
         #expect(try Codec.decode(frames) == message)
     }
 
-    @Test("integers are big-endian and an item id is 16 bytes")
+    @Test("integers are big-endian, an item id is 16 bytes, and items are packed into one frame")
     func layout() {
-        let frames = Codec.encode(.deliver([Delivery(id: Self.id1, attempt: 0x0A0B_0C0D, payload: [9])]))
-        #expect(frames[2] == [1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0, 42, 0x0A, 0x0B, 0x0C, 0x0D])
-        #expect(frames[3] == [9])
+        let frames = Codec.encode(.deliver([Delivery(id: Self.id1, attempt: 0x0A0B_0C0D, payload: [9]),
+                                            Delivery(id: Self.id2, attempt: 1, payload: [])]))
+        #expect(frames.count == 3)
+        #expect(frames[2] == [1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0, 42, 0x0A, 0x0B, 0x0C, 0x0D, 0, 0, 0, 1, 9]
+            + [0, 0, 0, 0, 0, 0, 0, 9] + [UInt8](repeating: 0xFF, count: 8) + [0, 0, 0, 1, 0, 0, 0, 0])
+        let outcome = Codec.encode(.done(credit: 1, [ItemOutcome(id: Self.id1, attempt: 2, status: .failed, payload: [7, 8])]))
+        #expect(outcome[3] == [1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0, 42, 0, 0, 0, 2, 1, 0, 0, 0, 2, 7, 8])
         #expect(Codec.encode(.credit(258))[2] == [0, 0, 1, 2])
+    }
+
+    @Test("items packed into several frames decode as one list")
+    func severalPackedFrames() throws {
+        var frames = Codec.encode(.submit(Submit(queue: "q", wantsResults: false, items: [SubmittedItem(id: Self.id1, payload: [1])])))
+        frames += Codec.encode(.submit(Submit(queue: "q", wantsResults: false, items: [SubmittedItem(id: Self.id2, payload: [2, 3])])))[4...]
+        let decoded = try Codec.decode(frames)
+        #expect(decoded == .submit(Submit(queue: "q", wantsResults: false,
+                                          items: [SubmittedItem(id: Self.id1, payload: [1]), SubmittedItem(id: Self.id2, payload: [2, 3])])))
     }
 
     @Test("a newer protocol version is refused with a message naming both versions")
@@ -75,8 +88,11 @@ struct CodecTests {
         ([ProtocolVersion.signature, [0x20]], ProtocolError.anyFrameCount),
         ([ProtocolVersion.signature, [0x20], [1, 2]], ProtocolError.anyFrameSize),
         ([ProtocolVersion.signature, [0x11], [1, 2, 3]], ProtocolError.anyFrameSize),
-        ([ProtocolVersion.signature, [0x10], Array("q".utf8), [1], [1]], ProtocolError.anyFrameCount),
-        ([ProtocolVersion.signature, [0x10], Array("q".utf8), [1], [1, 2], [3]], ProtocolError.anyFrameSize),
+        ([ProtocolVersion.signature, [0x10], Array("q".utf8)], ProtocolError.anyFrameCount),
+        ([ProtocolVersion.signature, [0x10], Array("q".utf8), [1], [1]], ProtocolError.anyFrameSize),
+        // A record whose length runs past the end of its frame.
+        ([ProtocolVersion.signature, [0x10], Array("q".utf8), [1], [UInt8](repeating: 0, count: 16) + [0, 0, 0, 9, 1]], ProtocolError.anyFrameSize),
+        ([ProtocolVersion.signature, [0x22], [0, 0, 0, 1], [UInt8](repeating: 0, count: 20) + [7, 0, 0, 0, 0]], ProtocolError.anyBadValue),
         ([ProtocolVersion.signature, [0x24], [0xFF, 0xFE]], ProtocolError.anyBadValue),
         ([ProtocolVersion.signature, [0x01], [9], [], [], [0, 0, 0, 0]], ProtocolError.anyBadValue),
         ([ProtocolVersion.signature, [0x30], [UInt8](repeating: 0, count: 8) + [7] + [0, 0, 0, 0]], ProtocolError.anyBadValue),
