@@ -55,13 +55,15 @@ extension Dispatcher {
     /// A snapshot of the books, for `drover status` and the controller.
     public func status(now: Int64) -> BrokerStatus {
         var leasedByQueue: [String: Int] = [:]
-        for lease in leases.values { leasedByQueue[lease.item.queue, default: 0] += 1 }
         var workersByQueue: [String: Int] = [:]
-        for record in workers.values { workersByQueue[record.queue, default: 0] += 1 }
+        for record in workers.values {
+            workersByQueue[record.queue, default: 0] += 1
+            leasedByQueue[record.queue, default: 0] += record.leased
+        }
         var retryingByQueue: [String: Int] = [:]
-        for entry in retries { retryingByQueue[entry.item.queue, default: 0] += 1 }
+        for entry in retries { retryingByQueue[items[entry.slot].item.queue, default: 0] += 1 }
         var deadByQueue: [String: Int] = [:]
-        for letter in dead.values { deadByQueue[letter.item.queue, default: 0] += 1 }
+        for slot in deadOrder { deadByQueue[items[slot].item.queue, default: 0] += 1 }
         let names = Set(queues.keys).union(workersByQueue.keys).union(retryingByQueue.keys).union(deadByQueue.keys)
         return BrokerStatus(
             fleet: .init(phase: fleet.phase == .running ? "running" : "exiting", epoch: fleet.epoch),
@@ -70,7 +72,7 @@ extension Dispatcher {
                       retrying: retryingByQueue[name] ?? 0, dead: deadByQueue[name] ?? 0, workers: workersByQueue[name] ?? 0)
             },
             workers: workers.values.sorted { $0.name < $1.name }.map { w in
-                .init(name: w.name, queue: w.queue, threads: w.concurrency, credit: w.credit, leased: w.leased.count,
+                .init(name: w.name, queue: w.queue, threads: w.concurrency, credit: w.credit, leased: w.leased,
                       completed: w.completed, draining: w.draining, silentMilliseconds: now - w.lastSeen)
             },
             departed: departed.map { d in

@@ -34,50 +34,60 @@ extension Dispatcher {
         func json<T: Encodable>(_ value: T) -> String { jsonText(value) }
         switch request {
         case .list(let limit):
-            let ids = limit == 0 ? Array(deadOrder) : Array(deadOrder.prefix(Int(limit)))
-            return json(ids.compactMap { dead[$0].map { view($0, now: now, withPayload: false) } })
+            let slots = limit == 0 ? Array(deadOrder) : Array(deadOrder.prefix(Int(limit)))
+            return json(slots.map { view($0, now: now, withPayload: false) })
         case .show(let id):
-            guard let letter = dead[id] else { return json(DeadLetterChange(count: 0, unknown: [id.description])) }
-            return json(view(letter, now: now, withPayload: true))
+            guard let slot = items.slot(of: id), items[slot].state == .dead else {
+                return json(DeadLetterChange(count: 0, unknown: [id.description]))
+            }
+            return json(view(slot, now: now, withPayload: true))
         case .replay(let ids):
             let (found, unknown) = take(ids)
             var touched: Set<String> = []
-            for var item in found {
-                item.failures = 0  // a fresh cap; `deliveries` keeps growing so attempts stay unique
-                item.lastError = ""
-                live.insert(item.id)
-                queues[item.queue, default: QueueState()].items.append(item)
-                touched.insert(item.queue)
+            for slot in found {
+                items[slot].item.failures = 0  // a fresh cap; `deliveries` keeps growing so attempts stay unique
+                items[slot].item.lastError = ""
+                items[slot].state = .queued
+                queues[items[slot].item.queue, default: QueueState()].items.append(slot)
+                touched.insert(items[slot].item.queue)
             }
             for name in touched { dispatch(name) }
             return json(DeadLetterChange(count: found.count, unknown: unknown))
         case .purge(let ids):
             let (found, unknown) = take(ids)
-            held -= found.count
+            for slot in found { items.remove(slot) }
             return json(DeadLetterChange(count: found.count, unknown: unknown))
         }
     }
 
-    /// Removes the named dead items (all when `ids` is empty) from the store.
-    private mutating func take(_ ids: [ItemID]) -> (found: [Item], unknown: [String]) {
-        let wanted = ids.isEmpty ? Array(deadOrder) : ids
-        var found: [Item] = []
+    /// Removes the named dead items (all when `ids` is empty) from the store and returns their slots.
+    private mutating func take(_ ids: [ItemID]) -> (found: [UInt32], unknown: [String]) {
+        var found: [UInt32] = []
         var unknown: [String] = []
-        for id in wanted {
-            if let letter = dead.removeValue(forKey: id) { found.append(letter.item) } else { unknown.append(id.description) }
+        if ids.isEmpty {
+            found = Array(deadOrder)
+        } else {
+            for id in ids {
+                if let slot = items.slot(of: id), items[slot].state == .dead, !found.contains(slot) {
+                    found.append(slot)
+                } else {
+                    unknown.append(id.description)
+                }
+            }
         }
         if !found.isEmpty {
-            let gone = Set(found.map(\.id))
+            let gone = Set(found)
             deadOrder.removeAll { gone.contains($0) }
+            for slot in found { deadSince[slot] = nil }
         }
         return (found, unknown)
     }
 
-    private func view(_ letter: DeadLetter, now: Int64, withPayload: Bool) -> DeadLetterView {
-        let item = letter.item
+    private func view(_ slot: UInt32, now: Int64, withPayload: Bool) -> DeadLetterView {
+        let item = items[slot].item
         return DeadLetterView(
             id: item.id.description, queue: item.queue, attempts: item.deliveries, failures: item.failures,
-            lastError: item.lastError, bytes: item.payload.count, ageMilliseconds: now - letter.at,
+            lastError: item.lastError, bytes: item.payload.count, ageMilliseconds: now - (deadSince[slot] ?? now),
             payloadText: withPayload ? String(validating: item.payload, as: UTF8.self) : nil,
             payloadBase64: withPayload ? Data(item.payload).base64EncodedString() : nil)
     }

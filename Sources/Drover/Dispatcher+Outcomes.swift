@@ -10,9 +10,9 @@ extension Dispatcher {
             counters.staleOutcomes += outcomes.count
             return unknownPeer(peer)
         }
-        var results: [PeerID: [ItemOutcome]] = [:]
+        var results = Results()
         for outcome in outcomes {
-            guard let lease = releaseLease(outcome.id, attempt: outcome.attempt, of: peer, &record) else {
+            guard let slot = items.endLease(outcome.id, attempt: outcome.attempt, of: &record) else {
                 counters.staleOutcomes += 1
                 continue
             }
@@ -20,21 +20,22 @@ extension Dispatcher {
             switch outcome.status {
             case .succeeded:
                 counters.completed += 1
-                finish(lease.item.id, outcome, into: &results)
+                let producer = items[slot].producer
+                if producer != 0 { results.add(outcome, for: producer, &producers) }
+                items.complete(slot, outcome: producer != 0 ? outcome : nil)
             case .failed:
-                var item = lease.item
-                item.failures += 1
-                item.lastError = String(decoding: outcome.payload, as: UTF8.self)
-                if Int(item.failures) >= limits.maxDeliveries(for: item.queue) {
-                    deadLetter(item, now: now, into: &results)
+                items[slot].item.failures += 1
+                items[slot].item.lastError = String(decoding: outcome.payload, as: UTF8.self)
+                if Int(items[slot].item.failures) >= limits.maxDeliveries(for: items[slot].item.queue) {
+                    deadLetter(slot, now: now, into: &results)
                 } else {
-                    scheduleRetry(item, now: now)
+                    scheduleRetry(slot, now: now)
                 }
             }
         }
         grant(&record, peer: peer, amount)
         workers[peer] = record
-        for (producer, list) in results { send(producer, .result(list)) }
+        send(results)
         dispatch(record.queue)
     }
 
@@ -43,8 +44,9 @@ extension Dispatcher {
         var touched: Set<String> = []
         while let next = retries.last, next.due <= now {
             retries.removeLast()
-            queues[next.item.queue, default: QueueState()].items.append(next.item)
-            touched.insert(next.item.queue)
+            items[next.slot].state = .queued
+            queues[items[next.slot].item.queue, default: QueueState()].items.append(next.slot)
+            touched.insert(items[next.slot].item.queue)
         }
         for name in touched { dispatch(name) }
     }
@@ -58,44 +60,59 @@ extension Dispatcher {
         return half + Int64.random(in: 0...max(full - half, 0), using: &random)
     }
 
-    mutating func scheduleRetry(_ item: Item, now: Int64) {
+    mutating func scheduleRetry(_ slot: UInt32, now: Int64) {
         counters.retried += 1
-        let due = now + backoff(failures: item.failures)
+        items[slot].state = .retrying
+        let due = now + backoff(failures: items[slot].item.failures)
         // Latest due first, so the next one is always `last`.
         var low = 0, high = retries.count
         while low < high {
             let mid = (low + high) / 2
             if retries[mid].due > due { low = mid + 1 } else { high = mid }
         }
-        retries.insert((due, item), at: low)
-    }
-
-    /// Records a successful completion: the item leaves the books, its producer gets the outcome.
-    private mutating func finish(_ id: ItemID, _ outcome: ItemOutcome, into results: inout [PeerID: [ItemOutcome]]) {
-        live.remove(id)
-        held -= 1
-        let producer = routes.removeValue(forKey: id)
-        if let producer { results[producer, default: []].append(outcome) }
-        recent.remember(id, outcome: producer != nil ? outcome : nil)
+        retries.insert((due, slot), at: low)
     }
 
     /// Moves an item that has used up its deliveries to the dead-letter store (still held);
     /// its producer, if waiting, is told it failed.
-    mutating func deadLetter(_ item: Item, now: Int64, into results: inout [PeerID: [ItemOutcome]]) {
-        live.remove(item.id)
+    mutating func deadLetter(_ slot: UInt32, now: Int64, into results: inout Results) {
         counters.failed += 1
         counters.deadLettered += 1
-        dead[item.id] = DeadLetter(item: item, at: now)
-        deadOrder.append(item.id)
-        if let producer = routes.removeValue(forKey: item.id) {
+        items[slot].state = .dead
+        deadOrder.append(slot)
+        deadSince[slot] = now
+        let producer = items[slot].producer
+        if producer != 0 {
+            let item = items[slot].item
             let text = "dead-lettered after \(item.failures) failed deliveries: \(item.lastError)"
-            results[producer, default: []].append(ItemOutcome(id: item.id, attempt: item.deliveries, status: .failed, payload: Array(text.utf8)))
+            results.add(ItemOutcome(id: item.id, attempt: item.deliveries, status: .failed, payload: Array(text.utf8)),
+                        for: producer, &producers)
+            items[slot].producer = 0
         }
     }
 
-    mutating func deadLetter(_ item: Item, now: Int64) {
-        var results: [PeerID: [ItemOutcome]] = [:]
-        deadLetter(item, now: now, into: &results)
-        for (producer, list) in results { send(producer, .result(list)) }
+    mutating func deadLetter(_ slot: UInt32, now: Int64) {
+        var results = Results()
+        deadLetter(slot, now: now, into: &results)
+        send(results)
+    }
+
+    mutating func send(_ results: Results) {
+        for group in results.groups { send(group.peer, .result(group.outcomes)) }
+    }
+
+    /// Outcomes for producers, grouped by producer (usually one per `done`).
+    struct Results {
+        var groups: [(number: UInt32, peer: PeerID, outcomes: [ItemOutcome])] = []
+
+        /// Adds an outcome for producer `number`, ending that item's claim on the number.
+        mutating func add(_ outcome: ItemOutcome, for number: UInt32, _ producers: inout ProducerTable) {
+            let peer = producers.release(number)
+            if let index = groups.lastIndex(where: { $0.number == number }) {
+                groups[index].outcomes.append(outcome)
+            } else {
+                groups.append((number, peer, [outcome]))
+            }
+        }
     }
 }

@@ -16,8 +16,9 @@ extension Dispatcher {
                 workers[peer] = record
                 removeFromReady(peer, queue: record.queue)
             } else {
-                workers[peer] = WorkerRecord(name: hello.name, queue: hello.queue,
+                workers[peer] = WorkerRecord(number: nextWorkerNumber, name: hello.name, queue: hello.queue,
                                              concurrency: Int(hello.concurrency), lastSeen: now)
+                nextWorkerNumber += 1
             }
         case .controller:
             controllers.insert(peer)
@@ -48,13 +49,13 @@ extension Dispatcher {
         record.draining = true
         record.credit = 0
         removeFromReady(peer, queue: record.queue)
-        var returned: [Item] = []
+        var returned: [UInt32] = []
         for ref in refs {
-            guard let lease = releaseLease(ref.id, attempt: ref.attempt, of: peer, &record) else {
+            guard let slot = items.endLease(ref.id, attempt: ref.attempt, of: &record) else {
                 counters.staleOutcomes += 1
                 continue
             }
-            returned.append(lease.item)
+            returned.append(slot)
         }
         record.handedBack += returned.count
         workers[peer] = record
@@ -106,21 +107,12 @@ extension Dispatcher {
     /// the queue, and the attempt does not count.
     public mutating func undelivered(to peer: PeerID, _ deliveries: [Delivery]) {
         guard var record = workers[peer] else { return }
-        let returned = deliveries.compactMap { releaseLease($0.id, attempt: $0.attempt, of: peer, &record)?.item }
+        let returned = deliveries.compactMap { items.endLease($0.id, attempt: $0.attempt, of: &record) }
         workers[peer] = record
         requeueAtFront(returned)
     }
 
     // MARK: Internals
-
-    /// Ends the lease of item `id` if `peer` holds it on `attempt` (the fencing check every
-    /// outcome and hand-back passes), and returns it; `nil` for anything stale.
-    mutating func releaseLease(_ id: ItemID, attempt: UInt32, of peer: PeerID, _ record: inout WorkerRecord) -> Lease? {
-        guard let lease = leases[id], lease.worker == peer, lease.attempt == attempt else { return nil }
-        leases[id] = nil
-        record.leased.remove(id)
-        return lease
-    }
 
     mutating func grant(_ record: inout WorkerRecord, peer: PeerID, _ amount: UInt32) {
         guard !record.draining, amount > 0 else { return }
@@ -137,27 +129,26 @@ extension Dispatcher {
     mutating func remove(_ peer: PeerID, because departure: Departure, now: Int64) -> DepartedWorker? {
         guard let record = workers.removeValue(forKey: peer) else { return nil }
         removeFromReady(peer, queue: record.queue)
-        let orphaned = record.leased.compactMap { leases.removeValue(forKey: $0) }
+        let orphaned = items.leases(from: record.leaseHead)
         let how = switch departure {
         case .bye: "left"
         case .silent: "went silent"
         case .unreachable: "became unreachable"
         }
-        var requeue: [Item] = []
-        for lease in orphaned {
-            var item = lease.item
+        var requeue: [UInt32] = []
+        for slot in orphaned {
             switch departure {
             case .bye:
                 // It stopped on purpose (a second SIGTERM): not the item's fault.
                 break
             case .silent, .unreachable:
-                item.failures += 1
-                item.lastError = "worker \(record.name) \(how) while running attempt \(lease.attempt)"
+                items[slot].item.failures += 1
+                items[slot].item.lastError = "worker \(record.name) \(how) while running attempt \(items[slot].item.deliveries)"
             }
-            if Int(item.failures) >= limits.maxDeliveries(for: item.queue) {
-                deadLetter(item, now: now)
+            if Int(items[slot].item.failures) >= limits.maxDeliveries(for: items[slot].item.queue) {
+                deadLetter(slot, now: now)
             } else {
-                requeue.append(item)
+                requeue.append(slot)
             }
         }
         let gone = DepartedWorker(name: record.name, queue: record.queue, departure: departure,

@@ -27,19 +27,18 @@ public struct Dispatcher: Sendable {
     var queues: [String: QueueState] = [:]
     var workers: [PeerID: WorkerRecord] = [:]
     var controllers: Set<PeerID> = []
-    var leases: [ItemID: Lease] = [:]
-    /// Ids of items queued, leased or waiting to retry: a resubmission of one is a duplicate.
-    var live: Set<ItemID> = []
-    /// Producers waiting for an item's outcome.
-    var routes: [ItemID: PeerID] = [:]
-    /// Items waiting out their retry backoff, latest due first (so the next due is `last`).
-    var retries: [(due: Int64, item: Item)] = []
-    var dead: [ItemID: DeadLetter] = [:]
-    var deadOrder: Deque<ItemID> = []
-    var recent = RecentOutcomes(capacity: 0, payloadBudget: 0)
+    /// Every held item (queued, leased, waiting to retry, dead) and the recent completions.
+    var items: ItemTable
+    /// Producers waiting for outcomes.
+    var producers = ProducerTable()
+    /// Slots waiting out their retry backoff, latest due first (so the next due is `last`).
+    var retries: [(due: Int64, slot: UInt32)] = []
+    /// Slots in the dead-letter store, oldest first, and when each died.
+    var deadOrder: Deque<UInt32> = []
+    var deadSince: [UInt32: Int64] = [:]
     var departed: Deque<DepartedWorker> = []
     var nextSequence: UInt64 = 0
-    var held = 0
+    var nextWorkerNumber: UInt32 = 1
     var outbox: [Outgoing] = []
     var random: SplitMix64
     /// This broker process, as told to peers in `welcome`.
@@ -55,7 +54,7 @@ public struct Dispatcher: Sendable {
         self.limits = limits
         self.instance = instance
         self.random = SplitMix64(seed: seed)
-        self.recent = RecentOutcomes(capacity: limits.dedupWindow, payloadBudget: limits.dedupPayloadBytes)
+        self.items = ItemTable(recentCapacity: limits.dedupWindow, recentPayloadBudget: limits.dedupPayloadBytes)
     }
 
     /// Messages produced since the last call, in order.
@@ -65,7 +64,7 @@ public struct Dispatcher: Sendable {
     }
 
     /// Items held: queued, leased, waiting to retry, or dead.
-    public var itemsHeld: Int { held }
+    public var itemsHeld: Int { items.count }
 
     /// The routing identities of registered workers.
     public var workerPeers: [PeerID] { Array(workers.keys) }
@@ -80,56 +79,66 @@ public struct Dispatcher: Sendable {
 
     /// A producer submitted a batch. Answers with `accepted` and/or `rejected`; a resubmitted
     /// id that is still held, or completed recently, is accepted again without a second copy.
+    /// A batch that does not fit under the item limit is refused whole.
     public mutating func submit(from peer: PeerID, _ submit: Submit) {
-        let ids = submit.items.map(\.id)
         if let problem = Self.queueNameProblem(submit.queue) {
-            reject(peer, ids, .badQueueName, problem)
+            reject(peer, submit.items.map(\.id), .badQueueName, problem)
             return
         }
         if fleet.phase == .exiting {
-            reject(peer, ids, .fleetExiting, "the fleet is shutting down (exit, epoch \(fleet.epoch)); restart the controller to start a new run")
+            reject(peer, submit.items.map(\.id), .fleetExiting, "the fleet is shutting down (exit, epoch \(fleet.epoch)); restart the controller to start a new run")
             return
         }
+        let heldBefore = items.count
+        let producer = submit.wantsResults ? producers.number(for: peer) : 0
         var tooLarge: [ItemID] = []
         var accepted: [ItemID] = []
-        var fresh: [SubmittedItem] = []
+        var fresh: [UInt32] = []
         var resend: [ItemOutcome] = []
         accepted.reserveCapacity(submit.items.count)
         fresh.reserveCapacity(submit.items.count)
-        for item in submit.items {
-            if item.payload.count > limits.maxItemBytes {
-                tooLarge.append(item.id)
-            } else if live.contains(item.id) || dead[item.id] != nil {
-                counters.duplicates += 1
-                accepted.append(item.id)
-                if submit.wantsResults && dead[item.id] == nil { routes[item.id] = peer }
-            } else if let outcome = recent.outcome(item.id) {
-                counters.duplicates += 1
-                accepted.append(item.id)
+        for submitted in submit.items {
+            if submitted.payload.count > limits.maxItemBytes {
+                tooLarge.append(submitted.id)
+                continue
+            }
+            let item = Item(id: submitted.id, queue: submit.queue, payload: submitted.payload, sequence: nextSequence)
+            if let slot = items.insert(item, producer: producer) {
+                nextSequence &+= 1
+                fresh.append(slot)
+                if producer != 0 { producers.retain(producer) }
+                continue
+            }
+            counters.duplicates += 1
+            accepted.append(submitted.id)
+            switch items.lookup(submitted.id) {
+            case .held(let slot):
+                if submit.wantsResults && items[slot].state != .dead { route(slot, to: producer) }
+            case .recent(let outcome):
                 if submit.wantsResults, let outcome { resend.append(outcome) }
-            } else {
-                fresh.append(item)
+            case .unknown:
+                break
             }
         }
         if !tooLarge.isEmpty {
             reject(peer, tooLarge, .tooLarge, "item larger than the broker's maximum of \(limits.maxItemBytes) bytes (broker --max-item-size)")
         }
-        if held + fresh.count > limits.maxItems {
-            reject(peer, fresh.map(\.id), .queueFull, "the broker holds \(held) items, its maximum is \(limits.maxItems) (broker --max-items); retry later")
+        if items.count > limits.maxItems {
+            let refused = fresh.map { items[$0].item.id }
+            for slot in fresh {
+                if producer != 0 { producers.release(producer) }
+                items.remove(slot)
+            }
             fresh.removeAll()
+            reject(peer, refused, .queueFull, "the broker holds \(heldBefore) items, its maximum is \(limits.maxItems) (broker --max-items); retry later")
         }
+        if producer != 0 { producers.releaseIfUnused(producer) }
         if !fresh.isEmpty {
+            for slot in fresh { accepted.append(items[slot].item.id) }
             // Taken out of the dictionary so that appending does not copy the whole queue.
             var queue = queues.removeValue(forKey: submit.queue) ?? QueueState()
-            for item in fresh {
-                queue.items.append(Item(id: item.id, queue: submit.queue, payload: item.payload, sequence: nextSequence))
-                nextSequence &+= 1
-                live.insert(item.id)
-                if submit.wantsResults { routes[item.id] = peer }
-                accepted.append(item.id)
-            }
+            queue.items.append(contentsOf: fresh)
             queues[submit.queue] = queue
-            held += fresh.count
             counters.accepted += fresh.count
         }
         if !accepted.isEmpty { send(peer, .accepted(accepted)) }
@@ -137,39 +146,61 @@ public struct Dispatcher: Sendable {
         dispatch(submit.queue)
     }
 
+    /// The outcome of the item in `slot` goes to `producer` (a number, 0 for nobody) from now on.
+    mutating func route(_ slot: UInt32, to producer: UInt32) {
+        let old = items[slot].producer
+        guard old != producer else { return }
+        if old != 0 { producers.release(old) }
+        if producer != 0 { producers.retain(producer) }
+        items[slot].producer = producer
+    }
+
     // MARK: Dispatch
 
+    /// Hands queued items to the workers holding credit, least recently served first. Each
+    /// turn gives a worker its share of what is queued (at least one item, at most its credit),
+    /// so a scarce item goes to the worker idle longest and a deep queue goes out in batches.
     mutating func dispatch(_ name: String) {
         guard var queue = queues[name], !queue.items.isEmpty, !queue.ready.isEmpty else { return }
         queues[name] = nil  // avoid copy-on-write while we mutate it
-        var batches: [PeerID: [Delivery]] = [:]
-        var order: [PeerID] = []
+        var batches: [(peer: PeerID, deliveries: [Delivery])] = []
+        var batchOf: [PeerID: Int] = [:]
         while !queue.items.isEmpty, let peer = queue.ready.popFirst() {
             guard var record = workers[peer], record.credit > 0, !record.draining else { continue }
-            var item = queue.items.removeFirst()
-            item.deliveries += 1
-            let attempt = item.deliveries
-            if attempt > 1 { counters.redelivered += 1 }
-            counters.delivered += 1
-            leases[item.id] = Lease(item: item, worker: peer, attempt: attempt)
-            record.leased.insert(item.id)
-            record.credit -= 1
+            let count = min(record.credit, max(1, queue.items.count / (queue.ready.count + 1)))
+            var deliveries: [Delivery] = []
+            deliveries.reserveCapacity(count)
+            for _ in 0..<count {
+                let slot = queue.items.removeFirst()
+                items.lease(slot, to: &record)
+                let item = items[slot].item
+                if item.deliveries > 1 { counters.redelivered += 1 }
+                deliveries.append(Delivery(id: item.id, attempt: item.deliveries, payload: item.payload))
+            }
+            counters.delivered += count
+            record.credit -= count
             if record.credit > 0 { queue.ready.append(peer) }
             workers[peer] = record
-            if batches[peer] == nil { order.append(peer) }
-            batches[peer, default: []].append(Delivery(id: item.id, attempt: attempt, payload: item.payload))
+            if let index = batchOf[peer] {
+                batches[index].deliveries += deliveries
+            } else {
+                batchOf[peer] = batches.count
+                batches.append((peer, deliveries))
+            }
         }
         queues[name] = queue
-        for peer in order { send(peer, .deliver(batches[peer]!)) }
+        for batch in batches { send(batch.peer, .deliver(batch.deliveries)) }
     }
 
-    /// Puts leased items back at the front of their queues, in acceptance order.
-    mutating func requeueAtFront(_ items: [Item]) {
-        guard !items.isEmpty else { return }
+    /// Puts items (slots just released from leases) back at the front of their queues, in
+    /// acceptance order.
+    mutating func requeueAtFront(_ slots: [UInt32]) {
+        guard !slots.isEmpty else { return }
         var touched: Set<String> = []
-        for item in items.sorted(by: { $0.sequence > $1.sequence }) {
-            queues[item.queue, default: QueueState()].items.prepend(item)
-            touched.insert(item.queue)
+        for slot in slots.sorted(by: { items[$0].item.sequence > items[$1].item.sequence }) {
+            items[slot].state = .queued
+            queues[items[slot].item.queue, default: QueueState()].items.prepend(slot)
+            touched.insert(items[slot].item.queue)
         }
         for name in touched { dispatch(name) }
     }

@@ -50,18 +50,16 @@ extension Dispatcher {
         var sequence: UInt64
     }
 
-    struct Lease: Sendable {
-        var item: Item
-        var worker: PeerID
-        var attempt: UInt32
-    }
-
     struct WorkerRecord: Sendable {
+        /// Never reused while the broker runs; a lease names its worker by this number.
+        var number: UInt32
         var name: String
         var queue: String
         var concurrency: Int
         var credit = 0
-        var leased: Set<ItemID> = []
+        /// The first slot of this worker's lease list (``ItemTable/none`` when empty).
+        var leaseHead = ItemTable.none
+        var leased = 0
         var lastSeen: Int64
         var draining = false
         var completed = 0
@@ -69,15 +67,10 @@ extension Dispatcher {
     }
 
     struct QueueState: Sendable {
-        var items: Deque<Item> = []
+        /// Slots of queued items, in delivery order.
+        var items: Deque<UInt32> = []
         /// Workers with credit, least recently served first.
         var ready: Deque<PeerID> = []
-    }
-
-    struct DeadLetter: Sendable {
-        var item: Item
-        /// When it died, on the broker's clock.
-        var at: Int64
     }
 
     /// Why a worker left the broker's books.
@@ -115,36 +108,6 @@ public struct DepartedWorker: Sendable, Equatable {
     public var itemsReturned: Int
     /// When it left, in the broker's clock milliseconds.
     public var at: Int64
-}
-
-/// The outcomes of recently completed items, so a resubmitted id is recognised (and its
-/// result sent again) instead of run twice. Bounded by count and by payload bytes; the oldest
-/// entries go first.
-struct RecentOutcomes: Sendable {
-    private var entries: [ItemID: ItemOutcome?] = [:]
-    private var order: Deque<ItemID> = []
-    private var payloadBytes = 0
-    let capacity: Int
-    let payloadBudget: Int
-
-    init(capacity: Int, payloadBudget: Int) {
-        self.capacity = capacity
-        self.payloadBudget = payloadBudget
-    }
-
-    /// `nil` when the id is unknown; `.some(nil)` when known but its outcome was not kept.
-    func outcome(_ id: ItemID) -> ItemOutcome?? { entries[id] }
-
-    /// Remembers a completion; the outcome is kept only when someone may ask for it again.
-    mutating func remember(_ id: ItemID, outcome: ItemOutcome?) {
-        guard capacity > 0, entries[id] == nil else { return }
-        entries[id] = .some(outcome)
-        order.append(id)
-        payloadBytes += outcome?.payload.count ?? 0
-        while order.count > capacity || payloadBytes > payloadBudget, let oldest = order.popFirst() {
-            if let gone = entries.removeValue(forKey: oldest) { payloadBytes -= gone?.payload.count ?? 0 }
-        }
-    }
 }
 
 /// A small, fast, seedable generator for retry jitter (so tests can fix the seed).

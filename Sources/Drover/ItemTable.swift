@@ -1,0 +1,233 @@
+import DequeModule
+import DroverProtocol
+
+/// Every item the broker holds, in dense slots addressed by number, and one index from item id
+/// to where that id is: a held item's slot, or its place among recent completions.
+///
+/// Why this shape: the broker touches each item at submit, dispatch, outcome and completion.
+/// Hashing a 16-byte id is the one cost that grows with the books (a large table misses the
+/// cache), so the id is hashed once when the item arrives (insert), once when its outcome
+/// arrives (find) and once when its memory as a recent completion ends; queues, leases and
+/// retries refer to slot numbers. A worker's leases are a list threaded through the slots
+/// (`previous` / `next`), so losing a worker walks only its own items.
+struct ItemTable: Sendable {
+    /// No slot: the end of a lease list.
+    static let none = UInt32.max
+    /// Set in an index value that points into ``recent`` rather than at a slot.
+    private static let recentFlag: UInt64 = 1 << 63
+
+    /// Where an id stands.
+    enum Lookup {
+        /// Held in this slot (queued, leased, retrying or dead).
+        case held(UInt32)
+        /// Completed recently; the outcome when someone may ask for it again.
+        case recent(ItemOutcome?)
+        case unknown
+    }
+
+    private(set) var slots: [Slot] = []
+    private var freeSlots: [UInt32] = []
+    private var index: [ItemID: UInt64] = [:]
+
+    /// Completed ids, oldest first, remembered to answer a resubmission instead of running it
+    /// again. Bounded by count and by the bytes of outcomes kept.
+    private var recent: Deque<(id: ItemID, outcome: ItemOutcome?)> = []
+    /// The position, counted since the broker started, of `recent.first`.
+    private var recentBase: UInt64 = 0
+    private var recentPayloadBytes = 0
+    let recentCapacity: Int
+    let recentPayloadBudget: Int
+
+    init(recentCapacity: Int, recentPayloadBudget: Int) {
+        self.recentCapacity = recentCapacity
+        self.recentPayloadBudget = recentPayloadBudget
+    }
+
+    /// Items held.
+    var count: Int { slots.count - freeSlots.count }
+
+    subscript(slot: UInt32) -> Slot {
+        get { slots[Int(slot)] }
+        _modify { yield &slots[Int(slot)] }
+    }
+
+    func lookup(_ id: ItemID) -> Lookup {
+        guard let value = index[id] else { return .unknown }
+        if value & Self.recentFlag == 0 { return .held(UInt32(value)) }
+        return .recent(recent[Int((value & ~Self.recentFlag) - recentBase)].outcome)
+    }
+
+    /// The slot holding `id`, if it is held.
+    func slot(of id: ItemID) -> UInt32? {
+        guard let value = index[id], value & Self.recentFlag == 0 else { return nil }
+        return UInt32(value)
+    }
+
+    /// Stores a new item and returns its slot, or `nil` (storing nothing) when the id is
+    /// already known: held, or completed recently. One hash of the id when it is new.
+    mutating func insert(_ item: Dispatcher.Item, producer: UInt32) -> UInt32? {
+        let slot = freeSlots.last ?? UInt32(slots.count)
+        if let existing = index.updateValue(UInt64(slot), forKey: item.id) {
+            index[item.id] = existing
+            return nil
+        }
+        let entry = Slot(item: item, producer: producer)
+        if freeSlots.isEmpty {
+            slots.append(entry)
+        } else {
+            freeSlots.removeLast()
+            slots[Int(slot)] = entry
+        }
+        return slot
+    }
+
+    /// Forgets a held item entirely (purged, or taken back before it was accepted).
+    mutating func remove(_ slot: UInt32) {
+        index[slots[Int(slot)].item.id] = nil
+        release(slot)
+    }
+
+    /// The item completed: its slot is freed and its id joins the recent completions, with
+    /// `outcome` kept when someone may ask for it again.
+    mutating func complete(_ slot: UInt32, outcome: ItemOutcome?) {
+        let id = slots[Int(slot)].item.id
+        release(slot)
+        guard recentCapacity > 0, let position = index.index(forKey: id) else {
+            index[id] = nil
+            return
+        }
+        index.values[position] = Self.recentFlag | (recentBase + UInt64(recent.count))
+        recent.append((id, outcome))
+        recentPayloadBytes += outcome?.payload.count ?? 0
+        while recent.count > recentCapacity || recentPayloadBytes > recentPayloadBudget, let oldest = recent.popFirst() {
+            recentPayloadBytes -= oldest.outcome?.payload.count ?? 0
+            if let gone = index.index(forKey: oldest.id), index.values[gone] == Self.recentFlag | recentBase {
+                index.remove(at: gone)
+            }
+            recentBase += 1
+        }
+    }
+
+    private mutating func release(_ slot: UInt32) {
+        // Drop the payload now; the slot's other fields are overwritten on reuse.
+        slots[Int(slot)].item.payload = []
+        slots[Int(slot)].item.lastError = ""
+        slots[Int(slot)].state = .free
+        freeSlots.append(slot)
+    }
+
+    // MARK: Leases
+
+    /// Leases the item in `slot` to `record`'s worker, on its next attempt.
+    mutating func lease(_ slot: UInt32, to record: inout Dispatcher.WorkerRecord) {
+        slots[Int(slot)].item.deliveries += 1
+        slots[Int(slot)].state = .leased
+        slots[Int(slot)].worker = record.number
+        link(slot, into: &record.leaseHead)
+        record.leased += 1
+    }
+
+    /// Ends the lease of item `id` if `record`'s worker holds it on `attempt` (the fencing
+    /// check every outcome and hand-back passes) and returns its slot; `nil` for anything stale.
+    mutating func endLease(_ id: ItemID, attempt: UInt32, of record: inout Dispatcher.WorkerRecord) -> UInt32? {
+        guard let slot = slot(of: id) else { return nil }
+        let entry = slots[Int(slot)]
+        guard entry.state == .leased, entry.worker == record.number, entry.item.deliveries == attempt else { return nil }
+        unlink(slot, from: &record.leaseHead)
+        record.leased -= 1
+        return slot
+    }
+
+    /// Puts `slot` at the head of the lease list that starts at `head`.
+    mutating func link(_ slot: UInt32, into head: inout UInt32) {
+        slots[Int(slot)].previous = Self.none
+        slots[Int(slot)].next = head
+        if head != Self.none { slots[Int(head)].previous = slot }
+        head = slot
+    }
+
+    /// Takes `slot` out of the lease list that starts at `head`.
+    mutating func unlink(_ slot: UInt32, from head: inout UInt32) {
+        let previous = slots[Int(slot)].previous, next = slots[Int(slot)].next
+        if previous != Self.none { slots[Int(previous)].next = next } else { head = next }
+        if next != Self.none { slots[Int(next)].previous = previous }
+    }
+
+    /// The slots of the lease list that starts at `head`.
+    func leases(from head: UInt32) -> [UInt32] {
+        var result: [UInt32] = []
+        var current = head
+        while current != Self.none {
+            result.append(current)
+            current = slots[Int(current)].next
+        }
+        return result
+    }
+}
+
+extension ItemTable {
+    /// Where a held item is.
+    enum State: UInt8, Sendable {
+        case free
+        case queued
+        case leased
+        case retrying
+        case dead
+    }
+
+    /// One held item and where it is.
+    struct Slot: Sendable {
+        var item: Dispatcher.Item
+        /// The producer waiting for its outcome (``ProducerTable`` number), or 0.
+        var producer: UInt32
+        var state = State.queued
+        /// While leased: the worker's number. The lease's attempt is `item.deliveries`.
+        var worker: UInt32 = 0
+        var previous = ItemTable.none
+        var next = ItemTable.none
+    }
+}
+
+/// Producers waiting for outcomes, by a small number stored in each item's slot instead of the
+/// producer's routing id. A number is freed when nothing routed to it is left.
+struct ProducerTable: Sendable {
+    private var peers: [PeerID] = []
+    private var waiting: [Int] = []
+    private var numbers: [PeerID: UInt32] = [:]
+    private var freeNumbers: [UInt32] = []
+
+    /// The number for `peer` (1-based), made if needed. Pair with ``retain(_:)`` per item
+    /// routed, and ``releaseIfUnused(_:)`` when none was.
+    mutating func number(for peer: PeerID) -> UInt32 {
+        if let n = numbers[peer] { return n }
+        let n: UInt32
+        if let reused = freeNumbers.popLast() {
+            n = reused
+            peers[Int(n - 1)] = peer
+        } else {
+            peers.append(peer)
+            waiting.append(0)
+            n = UInt32(peers.count)
+        }
+        numbers[peer] = n
+        return n
+    }
+
+    mutating func retain(_ n: UInt32) { waiting[Int(n - 1)] += 1 }
+
+    /// One item routed to `n` is finished with; returns the producer's routing id.
+    @discardableResult
+    mutating func release(_ n: UInt32) -> PeerID {
+        let peer = peers[Int(n - 1)]
+        waiting[Int(n - 1)] -= 1
+        releaseIfUnused(n)
+        return peer
+    }
+
+    mutating func releaseIfUnused(_ n: UInt32) {
+        guard waiting[Int(n - 1)] == 0, numbers[peers[Int(n - 1)]] != nil else { return }
+        numbers[peers[Int(n - 1)]] = nil
+        peers[Int(n - 1)] = []
+        freeNumbers.append(n)
+    }
+}
