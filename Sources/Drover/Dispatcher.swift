@@ -158,16 +158,18 @@ public struct Dispatcher: Sendable {
     // MARK: Dispatch
 
     /// Hands queued items to the workers holding credit, least recently served first. Each
-    /// turn gives a worker its share of what is queued (at least one item, at most its credit),
-    /// so a scarce item goes to the worker idle longest and a deep queue goes out in batches.
+    /// turn gives a worker an even share of what was queued (at least one item, at most its
+    /// credit), so a scarce item goes to the worker idle longest and a deep queue goes out in
+    /// one batch per worker.
     mutating func dispatch(_ name: String) {
         guard var queue = queues[name], !queue.items.isEmpty, !queue.ready.isEmpty else { return }
         queues[name] = nil  // avoid copy-on-write while we mutate it
         var batches: [(peer: PeerID, deliveries: [Delivery])] = []
         var batchOf: [PeerID: Int] = [:]
+        let share = max(1, queue.items.count / queue.ready.count)
         while !queue.items.isEmpty, let peer = queue.ready.popFirst() {
             guard var record = workers[peer], record.credit > 0, !record.draining else { continue }
-            let count = min(record.credit, max(1, queue.items.count / (queue.ready.count + 1)))
+            let count = min(record.credit, share, queue.items.count)
             var deliveries: [Delivery] = []
             deliveries.reserveCapacity(count)
             for _ in 0..<count {

@@ -27,7 +27,7 @@ struct ItemTable: Sendable {
 
     private(set) var slots: [Slot] = []
     private var freeSlots: [UInt32] = []
-    private var index: [ItemID: UInt64] = [:]
+    private var index = ItemIndex()
 
     /// Completed ids, oldest first, remembered to answer a resubmission instead of running it
     /// again. Bounded by count and by the bytes of outcomes kept.
@@ -67,10 +67,7 @@ struct ItemTable: Sendable {
     /// already known: held, or completed recently. One hash of the id when it is new.
     mutating func insert(_ item: Dispatcher.Item, producer: UInt32) -> UInt32? {
         let slot = freeSlots.last ?? UInt32(slots.count)
-        if let existing = index.updateValue(UInt64(slot), forKey: item.id) {
-            index[item.id] = existing
-            return nil
-        }
+        if index.insertIfAbsent(item.id, UInt64(slot)) != nil { return nil }
         let entry = Slot(item: item, producer: producer)
         if freeSlots.isEmpty {
             slots.append(entry)
@@ -83,7 +80,7 @@ struct ItemTable: Sendable {
 
     /// Forgets a held item entirely (purged, or taken back before it was accepted).
     mutating func remove(_ slot: UInt32) {
-        index[slots[Int(slot)].item.id] = nil
+        index.remove(slots[Int(slot)].item.id)
         release(slot)
     }
 
@@ -92,16 +89,14 @@ struct ItemTable: Sendable {
     mutating func complete(_ slot: UInt32, outcome: ItemOutcome?) {
         let id = slots[Int(slot)].item.id
         release(slot)
-        guard recentCapacity > 0, let position = index.index(forKey: id) else {
-            index[id] = nil
-            return
-        }
-        index.values[position] = Self.recentFlag | (recentBase + UInt64(recent.count))
+        guard let position = index.find(id) else { return }
+        guard recentCapacity > 0 else { return index.remove(at: position) }
+        index.setValue(Self.recentFlag | (recentBase + UInt64(recent.count)), at: position)
         recent.append((id, outcome))
         recentPayloadBytes += outcome?.payload.count ?? 0
         while recent.count > recentCapacity || recentPayloadBytes > recentPayloadBudget, let oldest = recent.popFirst() {
             recentPayloadBytes -= oldest.outcome?.payload.count ?? 0
-            if let gone = index.index(forKey: oldest.id), index.values[gone] == Self.recentFlag | recentBase {
+            if let gone = index.find(oldest.id), index.value(at: gone) == Self.recentFlag | recentBase {
                 index.remove(at: gone)
             }
             recentBase += 1

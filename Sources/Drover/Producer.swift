@@ -69,13 +69,6 @@ public protocol ItemSource {
     var fileDescriptor: Int32? { get }
 }
 
-/// A sequence as an ``ItemSource``: always ready until it ends.
-struct SequenceSource<I: IteratorProtocol>: ItemSource where I.Element == [UInt8] {
-    var iterator: I
-    mutating func next() -> NextItem { iterator.next().map(NextItem.item) ?? .end }
-    var fileDescriptor: Int32? { nil }
-}
-
 /// Sends items to the broker and collects acceptances and, on request, outcomes.
 ///
 /// Not `Sendable`: it owns a socket, so it stays on the thread that made it.
@@ -93,10 +86,10 @@ public final class Producer {
     // The current run's books (see ``begin(onOutcome:)``).
     private var onOutcome: (Int, ItemOutcome) -> Void = { _, _ in }
     private var summary = ProducerSummary()
-    /// Payloads of unfinished items: until accepted, or with `--wait` until their outcome.
-    private var outstanding: [UInt64: [UInt8]] = [:]
-    /// Accepted, outcome not yet seen (`--wait` only).
-    private var accepted: Set<UInt64> = []
+    /// Unfinished items by index: until accepted, or with `--wait` until their outcome.
+    private var outstanding: [UInt64: Unfinished] = [:]
+    /// Accepted items still in `outstanding` (`--wait` only).
+    private var acceptedCount = 0
     /// Unfinished items to offer again at `retryAt`.
     private var retry: [UInt64] = []
     private var retryAt: Int64 = 0
@@ -162,28 +155,44 @@ public final class Producer {
     /// again; the broker drops duplicates of items it still holds or completed recently, so a
     /// restarted broker gets back what it lost and a reconnection to the same broker costs
     /// nothing. `onOutcome` gets the item's index (0-based, in input order) and its outcome.
+    @inlinable
     public func send<S: Sequence>(
         _ items: S,
         onOutcome: @escaping (Int, ItemOutcome) -> Void = { _, _ in },
         onProgress: ((ProducerProgress) -> Void)? = nil
     ) throws -> ProducerSummary where S.Element == [UInt8] {
-        var source = SequenceSource(iterator: items.makeIterator())
-        return try send(from: &source, onOutcome: onOutcome, onProgress: onProgress)
+        var iterator = items.makeIterator()
+        return try run(next: { iterator.next().map(NextItem.item) ?? .end }, wakeOn: nil, onOutcome: onOutcome, onProgress: onProgress)
     }
 
     /// Sends every item `source` gives, as ``send(_:onOutcome:onProgress:)`` does, flushing the
     /// current batch whenever the source has nothing ready.
+    @inlinable
     public func send<Source: ItemSource>(
         from source: inout Source,
         onOutcome: @escaping (Int, ItemOutcome) -> Void = { _, _ in },
         onProgress: ((ProducerProgress) -> Void)? = nil
     ) throws -> ProducerSummary {
-        try begin(onOutcome: onOutcome, alsoWakeOn: source.fileDescriptor)
+        try withUnsafeMutablePointer(to: &source) { source in
+            try run(next: { source.pointee.next() }, wakeOn: source.pointee.fileDescriptor, onOutcome: onOutcome, onProgress: onProgress)
+        }
+    }
+
+    /// The loop behind both `send`s. Not generic, so that it is compiled once here; the
+    /// callers' inlined closures give it items without generic dispatch per item.
+    @usableFromInline
+    func run(
+        next: () -> NextItem,
+        wakeOn fd: Int32?,
+        onOutcome: @escaping (Int, ItemOutcome) -> Void,
+        onProgress: ((ProducerProgress) -> Void)?
+    ) throws -> ProducerSummary {
+        try begin(onOutcome: onOutcome, alsoWakeOn: fd)
         var exhausted = false
         var lastProgress: Int64 = 0
         while true {
             fill: while !exhausted && canOffer {
-                switch source.next() {
+                switch next() {
                 case .item(let payload): try offer(payload)
                 case .notYet: break fill
                 case .end: exhausted = true
@@ -211,7 +220,7 @@ public final class Producer {
         self.onOutcome = onOutcome
         summary = ProducerSummary()
         outstanding.removeAll()
-        accepted.removeAll()
+        acceptedCount = 0
         retry.removeAll()
         batch.removeAll()
         batchBytes = 0
@@ -241,7 +250,7 @@ public final class Producer {
             return Int(index)
         }
         summary.sent += 1
-        outstanding[index] = payload
+        outstanding[index] = Unfinished(payload: payload)
         if lostSince != nil {
             retry.append(index)  // goes out when the broker is back
             return Int(index)
@@ -275,9 +284,10 @@ public final class Producer {
         if lostSince == nil && !retry.isEmpty && now >= retryAt {
             let again = retry
             retry.removeAll()
-            for index in again where outstanding[index] != nil && !accepted.contains(index) {
-                batch.append(SubmittedItem(id: itemID(index), payload: outstanding[index]!))
-                batchBytes += outstanding[index]!.count
+            for index in again {
+                guard let item = outstanding[index], !item.accepted else { continue }
+                batch.append(SubmittedItem(id: itemID(index), payload: item.payload))
+                batchBytes += item.payload.count
                 if batch.count >= options.batchItems || batchBytes >= options.batchBytes { try flush() }
             }
             try flush()
@@ -317,22 +327,26 @@ public final class Producer {
                                metadata: ["items": "\(outstanding.count)"])
                 retry = outstanding.keys.sorted()
                 retryAt = 0
-                summary.accepted -= accepted.count  // counted again when re-accepted
-                accepted.removeAll()
+                summary.accepted -= acceptedCount  // counted again when re-accepted
+                acceptedCount = 0
+                for index in retry { outstanding[index]!.accepted = false }
                 lostSince = nil
             }
             welcome = again
         case .accepted(let ids):
-            for itemID in ids where itemID.high == runID && outstanding[itemID.low] != nil {
+            for itemID in ids where itemID.high == runID {
                 if options.waitForResults {
-                    if accepted.insert(itemID.low).inserted { summary.accepted += 1 }
-                } else {
-                    outstanding[itemID.low] = nil
+                    guard let position = outstanding.index(forKey: itemID.low), !outstanding.values[position].accepted else { continue }
+                    outstanding.values[position].accepted = true
+                    acceptedCount += 1
+                    summary.accepted += 1
+                } else if outstanding.removeValue(forKey: itemID.low) != nil {
                     summary.accepted += 1
                 }
             }
         case .rejected(let rejection):
-            for itemID in rejection.ids where itemID.high == runID && outstanding[itemID.low] != nil {
+            for itemID in rejection.ids where itemID.high == runID {
+                guard let item = outstanding[itemID.low], !item.accepted else { continue }
                 if rejection.code == .queueFull {
                     retry.append(itemID.low)  // stays in the window until accepted
                     retryAt = monotonicMilliseconds() + Self.retryAfterFullMilliseconds
@@ -342,8 +356,9 @@ public final class Producer {
                 }
             }
         case .result(let outcomes):
-            for outcome in outcomes where outcome.id.high == runID && outstanding.removeValue(forKey: outcome.id.low) != nil {
-                if accepted.remove(outcome.id.low) == nil { summary.accepted += 1 }
+            for outcome in outcomes where outcome.id.high == runID {
+                guard let item = outstanding.removeValue(forKey: outcome.id.low) else { continue }
+                if item.accepted { acceptedCount -= 1 } else { summary.accepted += 1 }
                 if outcome.status == .succeeded { summary.succeeded += 1 } else { summary.failed += 1 }
                 onOutcome(Int(outcome.id.low), outcome)
             }
@@ -355,6 +370,13 @@ public final class Producer {
     }
 
     private func itemID(_ index: UInt64) -> ItemID { ItemID(high: runID, low: index) }
+
+    /// An item the producer still answers for.
+    private struct Unfinished {
+        var payload: [UInt8]
+        /// The broker has it (with `--wait`, the outcome is still to come).
+        var accepted = false
+    }
 
     /// Closes the connection (also done when the producer is released).
     public func close() { socket.close() }

@@ -160,14 +160,10 @@ struct WorkerLoop {
             }
             applyFleet(welcome.fleet, from: "broker", now: now)
         case .deliver(let deliveries):
-            var refused: [DeliveryRef] = []
-            for d in deliveries {
-                if case .serving = phase, pool.submit(d) {
-                    inPool[d.id] = d.attempt
-                } else {
-                    refused.append(DeliveryRef(id: d.id, attempt: d.attempt))
-                }
-            }
+            var taken = 0
+            if case .serving = phase { taken = pool.submit(contentsOf: deliveries) }
+            for d in deliveries[..<taken] { inPool[d.id] = d.attempt }
+            let refused = deliveries[taken...].map { DeliveryRef(id: $0.id, attempt: $0.attempt) }
             if !refused.isEmpty {
                 if case .serving = phase {
                     logger.error("the broker sent more items than this worker's credit; handing them back", metadata: ["items": "\(refused.count)"])

@@ -52,6 +52,19 @@ public final class HandlerPool<Job: Sendable>: @unchecked Sendable {
         }
     }
 
+    /// Queues the longest prefix of `jobs` that fits, under one lock; returns how many were
+    /// queued (0 when closing). The rest are not kept.
+    public func submit<C: Collection>(contentsOf jobs: C) -> Int where C.Element == Job {
+        condition.withLock {
+            guard case .running = state else { return 0 }
+            let count = min(jobs.count, capacity - queue.count)
+            guard count > 0 else { return 0 }
+            queue.append(contentsOf: jobs.prefix(count))
+            for _ in 0..<min(count, threadCount) { condition.signal() }
+            return count
+        }
+    }
+
     /// Removes and returns every job that no thread has started, oldest first.
     public func takeUnstarted() -> [Job] {
         condition.withLock {

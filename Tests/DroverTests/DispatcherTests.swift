@@ -268,6 +268,40 @@ struct DispatcherTests {
         #expect(d.counters.accepted == 2)
     }
 
+    @Test("the memory of completed ids is bounded: the oldest is forgotten first, and then runs again")
+    func dedupWindowIsBounded() {
+        var limits = DispatcherLimits(maxItemBytes: 100, maxItems: 1000, workerLivenessMilliseconds: 3000)
+        limits.dedupWindow = 2
+        var d = Dispatcher(limits: limits, seed: 1)
+        join(&d, w1)
+        d.credit(from: w1, 3)
+        submit(&d, 1...3)
+        _ = d.takeOutbox()
+        d.done(from: w1, credit: 0, (1...3).map { ItemOutcome(id: id($0), attempt: 1, status: .succeeded, payload: []) }, now: 0)
+        _ = d.takeOutbox()
+        submit(&d, 1...3)
+        #expect(d.counters.duplicates == 2, "ids 2 and 3 are remembered")
+        #expect(d.counters.accepted == 4, "id 1 was forgotten and is accepted as new")
+        #expect(d.itemsHeld == 1)
+    }
+
+    @Test("a deep queue goes to each worker in one batch, split between workers with credit")
+    func deepQueueInBatches() {
+        var d = makeDispatcher()
+        join(&d, w1)
+        join(&d, w2)
+        d.credit(from: w1, 100)
+        d.credit(from: w2, 100)
+        _ = d.takeOutbox()
+        submit(&d, 1...100)
+        let out = d.takeOutbox().filter { if case .deliver = $0.message { true } else { false } }
+        #expect(out.count == 2, "one deliver message per worker")
+        let got = deliveries(out)
+        #expect(got[w1]?.count == 50)
+        #expect(got[w2]?.count == 50)
+        #expect(Set((got[w1] ?? []).map(\.id)).union((got[w2] ?? []).map(\.id)).count == 100)
+    }
+
     @Test("an outcome from a worker the broker no longer knows is counted stale")
     func unknownWorkerOutcomeIsStale() {
         var d = makeDispatcher()
