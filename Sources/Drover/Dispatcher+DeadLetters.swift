@@ -46,7 +46,7 @@ extension Dispatcher {
             var touched: Set<String> = []
             for slot in found {
                 items[slot].item.failures = 0  // a fresh cap; `deliveries` keeps growing so attempts stay unique
-                items[slot].item.lastError = ""
+                items.setLastError(slot, nil)
                 items[slot].state = .queued
                 queues[items[slot].item.queue, default: QueueState()].items.append(slot)
                 touched.insert(items[slot].item.queue)
@@ -87,7 +87,7 @@ extension Dispatcher {
         let item = items[slot].item
         return DeadLetterView(
             id: item.id.description, queue: item.queue, attempts: item.deliveries, failures: item.failures,
-            lastError: item.lastError, bytes: item.payload.count, ageMilliseconds: now - (deadSince[slot] ?? now),
+            lastError: items.lastError(slot), bytes: item.payload.count, ageMilliseconds: now - (deadSince[slot] ?? now),
             payloadText: withPayload ? String(validating: item.payload, as: UTF8.self) : nil,
             payloadBase64: withPayload ? Data(item.payload).base64EncodedString() : nil)
     }

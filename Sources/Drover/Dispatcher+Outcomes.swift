@@ -25,7 +25,7 @@ extension Dispatcher {
                 items.complete(slot, outcome: producer != 0 ? outcome : nil)
             case .failed:
                 items[slot].item.failures += 1
-                items[slot].item.lastError = String(decoding: outcome.payload, as: UTF8.self)
+                items.setLastError(slot, String(decoding: outcome.payload, as: UTF8.self))
                 if Int(items[slot].item.failures) >= limits.maxDeliveries(for: items[slot].item.queue) {
                     deadLetter(slot, now: now, into: &results)
                 } else {
@@ -84,7 +84,7 @@ extension Dispatcher {
         let producer = items[slot].producer
         if producer != 0 {
             let item = items[slot].item
-            let text = "dead-lettered after \(item.failures) failed deliveries: \(item.lastError)"
+            let text = "dead-lettered after \(item.failures) failed deliveries: \(items.lastError(slot))"
             results.add(ItemOutcome(id: item.id, attempt: item.deliveries, status: .failed, payload: Array(text.utf8)),
                         for: producer, &producers)
             items[slot].producer = 0

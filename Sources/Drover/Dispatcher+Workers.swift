@@ -143,7 +143,7 @@ extension Dispatcher {
                 break
             case .silent, .unreachable:
                 items[slot].item.failures += 1
-                items[slot].item.lastError = "worker \(record.name) \(how) while running attempt \(items[slot].item.deliveries)"
+                items.setLastError(slot, "worker \(record.name) \(how) while running attempt \(items[slot].item.deliveries)")
             }
             if Int(items[slot].item.failures) >= limits.maxDeliveries(for: items[slot].item.queue) {
                 deadLetter(slot, now: now)

@@ -45,7 +45,6 @@ extension Dispatcher {
         var deliveries: UInt32 = 0
         /// Deliveries that failed or whose worker died; counted against the queue's cap.
         var failures: UInt32 = 0
-        var lastError = ""
         /// Acceptance order, so items handed back return to the queue in their original order.
         var sequence: UInt64
     }

@@ -28,6 +28,9 @@ struct ItemTable: Sendable {
     private(set) var slots: [Slot] = []
     private var freeSlots: [UInt32] = []
     private var index = ItemIndex()
+    /// Why each item that has failed last failed, by slot; kept apart because few items fail
+    /// and a text in every slot would cost 16 bytes per held item.
+    private var lastErrors: [UInt32: String] = [:]
 
     /// Completed ids, oldest first, remembered to answer a resubmission instead of running it
     /// again. Bounded by count and by the bytes of outcomes kept.
@@ -106,10 +109,15 @@ struct ItemTable: Sendable {
     private mutating func release(_ slot: UInt32) {
         // Drop the payload now; the slot's other fields are overwritten on reuse.
         slots[Int(slot)].item.payload = []
-        slots[Int(slot)].item.lastError = ""
+        if !lastErrors.isEmpty { lastErrors[slot] = nil }
         slots[Int(slot)].state = .free
         freeSlots.append(slot)
     }
+
+    /// Why the item in `slot` last failed ("" when it has not).
+    func lastError(_ slot: UInt32) -> String { lastErrors[slot] ?? "" }
+
+    mutating func setLastError(_ slot: UInt32, _ text: String?) { lastErrors[slot] = text }
 
     // MARK: Leases
 

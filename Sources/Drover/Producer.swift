@@ -87,7 +87,7 @@ public final class Producer {
     private var onOutcome: (Int, ItemOutcome) -> Void = { _, _ in }
     private var summary = ProducerSummary()
     /// Unfinished items by index: until accepted, or with `--wait` until their outcome.
-    private var outstanding: [UInt64: Unfinished] = [:]
+    private var outstanding = UnfinishedItems()
     /// Accepted items still in `outstanding` (`--wait` only).
     private var acceptedCount = 0
     /// Unfinished items to offer again at `retryAt`.
@@ -250,7 +250,7 @@ public final class Producer {
             return Int(index)
         }
         summary.sent += 1
-        outstanding[index] = Unfinished(payload: payload)
+        outstanding.add(index, payload: payload)
         if lostSince != nil {
             retry.append(index)  // goes out when the broker is back
             return Int(index)
@@ -325,22 +325,20 @@ public final class Producer {
                                ? "the broker restarted; offering every unfinished item again"
                                : "the broker is back; offering every unfinished item again",
                                metadata: ["items": "\(outstanding.count)"])
-                retry = outstanding.keys.sorted()
+                retry = outstanding.resetAcceptance()
                 retryAt = 0
                 summary.accepted -= acceptedCount  // counted again when re-accepted
                 acceptedCount = 0
-                for index in retry { outstanding[index]!.accepted = false }
                 lostSince = nil
             }
             welcome = again
         case .accepted(let ids):
             for itemID in ids where itemID.high == runID {
                 if options.waitForResults {
-                    guard let position = outstanding.index(forKey: itemID.low), !outstanding.values[position].accepted else { continue }
-                    outstanding.values[position].accepted = true
+                    guard outstanding.markAccepted(itemID.low) else { continue }
                     acceptedCount += 1
                     summary.accepted += 1
-                } else if outstanding.removeValue(forKey: itemID.low) != nil {
+                } else if outstanding.remove(itemID.low) != nil {
                     summary.accepted += 1
                 }
             }
@@ -351,13 +349,13 @@ public final class Producer {
                     retry.append(itemID.low)  // stays in the window until accepted
                     retryAt = monotonicMilliseconds() + Self.retryAfterFullMilliseconds
                 } else {
-                    outstanding[itemID.low] = nil
+                    outstanding.remove(itemID.low)
                     summary.rejected[Int(itemID.low)] = rejection.reason
                 }
             }
         case .result(let outcomes):
             for outcome in outcomes where outcome.id.high == runID {
-                guard let item = outstanding.removeValue(forKey: outcome.id.low) else { continue }
+                guard let item = outstanding.remove(outcome.id.low) else { continue }
                 if item.accepted { acceptedCount -= 1 } else { summary.accepted += 1 }
                 if outcome.status == .succeeded { summary.succeeded += 1 } else { summary.failed += 1 }
                 onOutcome(Int(outcome.id.low), outcome)
@@ -370,13 +368,6 @@ public final class Producer {
     }
 
     private func itemID(_ index: UInt64) -> ItemID { ItemID(high: runID, low: index) }
-
-    /// An item the producer still answers for.
-    private struct Unfinished {
-        var payload: [UInt8]
-        /// The broker has it (with `--wait`, the outcome is still to come).
-        var accepted = false
-    }
 
     /// Closes the connection (also done when the producer is released).
     public func close() { socket.close() }

@@ -257,15 +257,24 @@ struct Benchmark {
         let payload = [UInt8](repeating: 0x61, count: 16)
         let interval = 1e9 / Double(rate)
         let start = DispatchTime.now().uptimeNanoseconds
-        for index in 0..<count {
-            let due = start + UInt64(Double(index) * interval)
-            while true {
-                let now = DispatchTime.now().uptimeNanoseconds
-                if now >= due { break }
-                try producer.pump(timeoutMilliseconds: Int((due - now) / 1_000_000))
+        func due(_ index: Int) -> UInt64 { start + UInt64(Double(index) * interval) }
+        var index = 0
+        while index < count {
+            let now = DispatchTime.now().uptimeNanoseconds
+            if now < due(index) {
+                let wait = Int((due(index) - now) / 1_000_000)
+                try producer.pump(timeoutMilliseconds: wait)
+                if wait == 0 { sched_yield() }  // a 2-core machine: spinning would starve the fleet
+                continue
             }
-            times.sent[index] = DispatchTime.now().uptimeNanoseconds
-            try producer.offer(payload)
+            // Everything due by now goes out in one batch, as a producer behind its input would
+            // send it. Latency counts from when each item was due, not when it went out, so a
+            // producer that falls behind cannot hide the wait.
+            while index < count && due(index) <= now {
+                times.sent[index] = due(index)
+                try producer.offer(payload)
+                index += 1
+            }
             try producer.flush()
         }
         let limit = DispatchTime.now().uptimeNanoseconds + 30_000_000_000
