@@ -12,7 +12,7 @@ extension Dispatcher {
         }
         var results = Results()
         for outcome in outcomes {
-            guard let slot = items.endLease(outcome.id, attempt: outcome.attempt, of: &record) else {
+            guard let (slot, position) = items.endLease(outcome.id, attempt: outcome.attempt, of: &record) else {
                 counters.staleOutcomes += 1
                 continue
             }
@@ -22,7 +22,7 @@ extension Dispatcher {
                 counters.completed += 1
                 let producer = items[slot].producer
                 if producer != 0 { results.add(outcome, for: producer, &producers) }
-                items.complete(slot, outcome: producer != 0 ? outcome : nil)
+                items.complete(slot, at: position, outcome: producer != 0 ? outcome : nil)
             case .failed:
                 items[slot].item.failures += 1
                 items.setLastError(slot, String(decoding: outcome.payload, as: UTF8.self))
@@ -70,7 +70,7 @@ extension Dispatcher {
             let mid = (low + high) / 2
             if retries[mid].due > due { low = mid + 1 } else { high = mid }
         }
-        retries.insert((due, slot), at: low)
+        retries.insert(Retry(due: due, slot: slot), at: low)
     }
 
     /// Moves an item that has used up its deliveries to the dead-letter store (still held);
@@ -103,7 +103,13 @@ extension Dispatcher {
 
     /// Outcomes for producers, grouped by producer (usually one per `done`).
     struct Results {
-        var groups: [(number: UInt32, peer: PeerID, outcomes: [ItemOutcome])] = []
+        struct Group {
+            var number: UInt32
+            var peer: PeerID
+            var outcomes: [ItemOutcome]
+        }
+
+        var groups: [Group] = []
 
         /// Adds an outcome for producer `number`, ending that item's claim on the number.
         mutating func add(_ outcome: ItemOutcome, for number: UInt32, _ producers: inout ProducerTable) {
@@ -111,7 +117,7 @@ extension Dispatcher {
             if let index = groups.lastIndex(where: { $0.number == number }) {
                 groups[index].outcomes.append(outcome)
             } else {
-                groups.append((number, peer, [outcome]))
+                groups.append(Group(number: number, peer: peer, outcomes: [outcome]))
             }
         }
     }

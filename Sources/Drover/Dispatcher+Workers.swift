@@ -51,7 +51,7 @@ extension Dispatcher {
         removeFromReady(peer, queue: record.queue)
         var returned: [UInt32] = []
         for ref in refs {
-            guard let slot = items.endLease(ref.id, attempt: ref.attempt, of: &record) else {
+            guard let slot = items.endLease(ref.id, attempt: ref.attempt, of: &record)?.slot else {
                 counters.staleOutcomes += 1
                 continue
             }
@@ -107,7 +107,7 @@ extension Dispatcher {
     /// the queue, and the attempt does not count.
     public mutating func undelivered(to peer: PeerID, _ deliveries: [Delivery]) {
         guard var record = workers[peer] else { return }
-        let returned = deliveries.compactMap { items.endLease($0.id, attempt: $0.attempt, of: &record) }
+        let returned = deliveries.compactMap { items.endLease($0.id, attempt: $0.attempt, of: &record)?.slot }
         workers[peer] = record
         requeueAtFront(returned)
     }

@@ -8,6 +8,12 @@ public typealias PeerID = [UInt8]
 public struct Outgoing: Sendable, Equatable {
     public var peer: PeerID
     public var message: DroverMessage
+
+    /// Deliveries for one worker, gathered during a dispatch.
+    struct Batch {
+        var peer: PeerID
+        var deliveries: [Delivery]
+    }
 }
 
 /// The broker's state machine: queues, workers, credit, leases, retries, dead letters.
@@ -32,7 +38,7 @@ public struct Dispatcher: Sendable {
     /// Producers waiting for outcomes.
     var producers = ProducerTable()
     /// Slots waiting out their retry backoff, latest due first (so the next due is `last`).
-    var retries: [(due: Int64, slot: UInt32)] = []
+    var retries: [Retry] = []
     /// Slots in the dead-letter store, oldest first, and when each died.
     var deadOrder: Deque<UInt32> = []
     var deadSince: [UInt32: Int64] = [:]
@@ -164,7 +170,7 @@ public struct Dispatcher: Sendable {
     mutating func dispatch(_ name: String) {
         guard var queue = queues[name], !queue.items.isEmpty, !queue.ready.isEmpty else { return }
         queues[name] = nil  // avoid copy-on-write while we mutate it
-        var batches: [(peer: PeerID, deliveries: [Delivery])] = []
+        var batches: [Outgoing.Batch] = []
         var batchOf: [PeerID: Int] = [:]
         let share = max(1, queue.items.count / queue.ready.count)
         while !queue.items.isEmpty, let peer = queue.ready.popFirst() {
@@ -187,7 +193,7 @@ public struct Dispatcher: Sendable {
                 batches[index].deliveries += deliveries
             } else {
                 batchOf[peer] = batches.count
-                batches.append((peer, deliveries))
+                batches.append(Outgoing.Batch(peer: peer, deliveries: deliveries))
             }
         }
         queues[name] = queue

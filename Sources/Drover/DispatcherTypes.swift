@@ -65,6 +65,12 @@ extension Dispatcher {
         var handedBack = 0
     }
 
+    /// An item waiting out its retry backoff.
+    struct Retry: Sendable {
+        var due: Int64
+        var slot: UInt32
+    }
+
     struct QueueState: Sendable {
         /// Slots of queued items, in delivery order.
         var items: Deque<UInt32> = []

@@ -25,6 +25,9 @@ struct ItemIndex: Sendable {
     private let seed: UInt64
     private(set) var count = 0
 
+    /// Every id is hashed with `seed`, never by its value alone: consecutive ids (a producer
+    /// numbers its items) would otherwise fill one run of buckets, and removing from the
+    /// middle of a run scans to its end.
     init(seed: UInt64 = UInt64.random(in: 0...UInt64.max)) {
         self.seed = seed | 1
         entries = Array(repeating: Entry(high: 0, low: 0, value: Self.emptyValue), count: Self.minimumCapacity)
@@ -96,6 +99,18 @@ struct ItemIndex: Sendable {
         entries[hole].value = Self.emptyValue
         count -= 1
     }
+
+    /// Stores `value` for `id`, replacing any value it had.
+    mutating func set(_ id: ItemID, _ value: UInt64) {
+        if insertIfAbsent(id, value) != nil { setValue(value, at: find(id)!) }
+    }
+
+    /// Every id and its value, in no particular order.
+    func map<T>(_ transform: (ItemID, UInt64) -> T) -> [T] {
+        entries.compactMap { $0.value == Self.emptyValue ? nil : transform(ItemID(high: $0.high, low: $0.low), $0.value) }
+    }
+
+    var isEmpty: Bool { count == 0 }
 
     mutating func removeAll() {
         for index in entries.indices { entries[index].value = Self.emptyValue }

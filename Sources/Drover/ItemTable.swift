@@ -34,7 +34,7 @@ struct ItemTable: Sendable {
 
     /// Completed ids, oldest first, remembered to answer a resubmission instead of running it
     /// again. Bounded by count and by the bytes of outcomes kept.
-    private var recent: Deque<(id: ItemID, outcome: ItemOutcome?)> = []
+    private var recent: Deque<RecentCompletion> = []
     /// The position, counted since the broker started, of `recent.first`.
     private var recentBase: UInt64 = 0
     private var recentPayloadBytes = 0
@@ -89,13 +89,14 @@ struct ItemTable: Sendable {
 
     /// The item completed: its slot is freed and its id joins the recent completions, with
     /// `outcome` kept when someone may ask for it again.
-    mutating func complete(_ slot: UInt32, outcome: ItemOutcome?) {
+    /// `position` is the id's place in the index (from ``endLease(_:attempt:of:)``, with no
+    /// change to the table since).
+    mutating func complete(_ slot: UInt32, at position: Int, outcome: ItemOutcome?) {
         let id = slots[Int(slot)].item.id
         release(slot)
-        guard let position = index.find(id) else { return }
         guard recentCapacity > 0 else { return index.remove(at: position) }
         index.setValue(Self.recentFlag | (recentBase + UInt64(recent.count)), at: position)
-        recent.append((id, outcome))
+        recent.append(RecentCompletion(id: id, outcome: outcome))
         recentPayloadBytes += outcome?.payload.count ?? 0
         while recent.count > recentCapacity || recentPayloadBytes > recentPayloadBudget, let oldest = recent.popFirst() {
             recentPayloadBytes -= oldest.outcome?.payload.count ?? 0
@@ -132,13 +133,17 @@ struct ItemTable: Sendable {
 
     /// Ends the lease of item `id` if `record`'s worker holds it on `attempt` (the fencing
     /// check every outcome and hand-back passes) and returns its slot; `nil` for anything stale.
-    mutating func endLease(_ id: ItemID, attempt: UInt32, of record: inout Dispatcher.WorkerRecord) -> UInt32? {
-        guard let slot = slot(of: id) else { return nil }
+    /// `position` is where the id is in the index, for ``complete(_:at:outcome:)`` right after.
+    mutating func endLease(_ id: ItemID, attempt: UInt32, of record: inout Dispatcher.WorkerRecord) -> (slot: UInt32, position: Int)? {
+        guard let position = index.find(id) else { return nil }
+        let value = index.value(at: position)
+        guard value & Self.recentFlag == 0 else { return nil }
+        let slot = UInt32(value)
         let entry = slots[Int(slot)]
         guard entry.state == .leased, entry.worker == record.number, entry.item.deliveries == attempt else { return nil }
         unlink(slot, from: &record.leaseHead)
         record.leased -= 1
-        return slot
+        return (slot, position)
     }
 
     /// Puts `slot` at the head of the lease list that starts at `head`.
@@ -169,6 +174,11 @@ struct ItemTable: Sendable {
 }
 
 extension ItemTable {
+    struct RecentCompletion: Sendable {
+        var id: ItemID
+        var outcome: ItemOutcome?
+    }
+
     /// Where a held item is.
     enum State: UInt8, Sendable {
         case free

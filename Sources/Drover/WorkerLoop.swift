@@ -28,7 +28,7 @@ struct WorkerLoop {
     var registered = false
     var wroteReadyFile = false
     /// Deliveries handed to the pool and not yet finished: id → attempt.
-    var inPool: [ItemID: UInt32] = [:]
+    var inPool = ItemIndex()
     /// Outcomes the broker has not taken yet (it was unreachable when they finished).
     var unsentOutcomes: [ItemOutcome] = []
     /// Slots freed since the broker last heard of our credit: sent with the next `done`.
@@ -162,7 +162,7 @@ struct WorkerLoop {
         case .deliver(let deliveries):
             var taken = 0
             if case .serving = phase { taken = pool.submit(contentsOf: deliveries) }
-            for d in deliveries[..<taken] { inPool[d.id] = d.attempt }
+            for d in deliveries[..<taken] { inPool.set(d.id, UInt64(d.attempt)) }
             let refused = deliveries[taken...].map { DeliveryRef(id: $0.id, attempt: $0.attempt) }
             if !refused.isEmpty {
                 if case .serving = phase {
@@ -195,7 +195,9 @@ struct WorkerLoop {
 
     /// Items finished on the handler threads: their slots are free again.
     mutating func finished(_ outcomes: [ItemOutcome], now: Int64) {
-        for o in outcomes where inPool[o.id] == o.attempt { inPool[o.id] = nil }
+        for o in outcomes {
+            if let position = inPool.find(o.id), inPool.value(at: position) == UInt64(o.attempt) { inPool.remove(at: position) }
+        }
         if case .serving = phase { creditOwed += outcomes.count }
         report(outcomes, now: now)
     }
@@ -221,7 +223,7 @@ struct WorkerLoop {
     mutating func beginDrain(reason: String, deadline: UInt32, now: Int64) {
         guard case .serving = phase else { return }
         let unstarted = pool.takeUnstarted()
-        for d in unstarted { inPool[d.id] = nil }
+        for d in unstarted { inPool.remove(d.id) }
         phase = .draining(deadline: now + Int64(deadline), reason: reason)
         logger.notice("draining", metadata: ["reason": "\(reason)", "handing-back": "\(unstarted.count)",
                                              "running": "\(inPool.count)", "deadline-ms": "\(deadline)"])
@@ -263,7 +265,7 @@ struct WorkerLoop {
             if inPool.isEmpty {
                 leave(.drained(reason: reason), byeReason: reason, now: now)
             } else if now >= deadline {
-                let abandoned = inPool.map { DeliveryRef(id: $0.key, attempt: $0.value) }
+                let abandoned = inPool.map { DeliveryRef(id: $0, attempt: UInt32($1)) }
                 logger.warning("drain deadline passed; handing running items back and stopping them",
                                metadata: ["items": "\(abandoned.count)"])
                 worker.handler.cancelRunning()

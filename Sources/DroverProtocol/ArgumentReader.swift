@@ -116,14 +116,31 @@ struct RecordReader {
     }
 
     mutating func byte() throws(ProtocolError) -> UInt8 { frame[try take(1, "a status byte")] }
-    mutating func u32() throws(ProtocolError) -> UInt32 { readU32(frame, try take(4, "a 4-byte integer")) }
-    mutating func id() throws(ProtocolError) -> ItemID { readID(frame, try take(16, "an item id")) }
+
+    mutating func u32() throws(ProtocolError) -> UInt32 {
+        let at = try take(4, "a 4-byte integer")
+        return UInt32(bigEndian: frame.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt32.self) })
+    }
+
+    mutating func id() throws(ProtocolError) -> ItemID {
+        let at = try take(16, "an item id")
+        return frame.withUnsafeBytes {
+            ItemID(high: UInt64(bigEndian: $0.loadUnaligned(fromByteOffset: at, as: UInt64.self)),
+                   low: UInt64(bigEndian: $0.loadUnaligned(fromByteOffset: at + 8, as: UInt64.self)))
+        }
+    }
 
     /// A 4-byte length, then that many bytes.
     mutating func sizedBytes() throws(ProtocolError) -> [UInt8] {
         let count = Int(try u32())
         let start = try take(count, "a payload")
-        return Array(frame[start..<(start + count)])
+        guard count > 0 else { return [] }
+        return [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            frame.withUnsafeBytes { source in
+                buffer.baseAddress!.initialize(from: source.baseAddress!.assumingMemoryBound(to: UInt8.self) + start, count: count)
+            }
+            initialized = count
+        }
     }
 }
 

@@ -29,12 +29,13 @@ public enum Codec {
         case .submit(let s):
             frames += [Array(s.queue.utf8), [s.wantsResults ? 1 : 0]]
             if !s.items.isEmpty {
-                var packed = packedFrame(s.items.count * (idSize + 4) + s.items.reduce(0) { $0 + $1.payload.count })
-                for item in s.items {
-                    append(item.id, to: &packed)
-                    appendSized(item.payload, to: &packed)
-                }
-                frames.append(packed)
+                let size = s.items.count * (idSize + 4) + s.items.reduce(0) { $0 + $1.payload.count }
+                frames.append(FrameWriter.frame(size: size) { frame in
+                    for item in s.items {
+                        frame.id(item.id)
+                        frame.sized(item.payload)
+                    }
+                })
             }
         case .accepted(let ids):
             frames.append(idList(ids))
@@ -46,25 +47,25 @@ public enum Codec {
             frames.append(be32(n))
         case .deliver(let deliveries):
             if !deliveries.isEmpty {
-                var packed = packedFrame(deliveries.count * (refBytes + 4) + deliveries.reduce(0) { $0 + $1.payload.count })
-                for d in deliveries {
-                    append(d.id, to: &packed)
-                    append(d.attempt, to: &packed)
-                    appendSized(d.payload, to: &packed)
-                }
-                frames.append(packed)
+                let size = deliveries.count * (refBytes + 4) + deliveries.reduce(0) { $0 + $1.payload.count }
+                frames.append(FrameWriter.frame(size: size) { frame in
+                    for d in deliveries {
+                        frame.id(d.id)
+                        frame.u32(d.attempt)
+                        frame.sized(d.payload)
+                    }
+                })
             }
         case .done(let credit, let outcomes):
             frames.append(be32(credit))
             appendOutcomes(outcomes, to: &frames)
         case .handBack(let refs):
-            var bytes: [UInt8] = []
-            bytes.reserveCapacity(refs.count * refBytes)
-            for r in refs {
-                append(r.id, to: &bytes)
-                append(r.attempt, to: &bytes)
-            }
-            frames.append(bytes)
+            frames.append(FrameWriter.frame(size: refs.count * refBytes) { frame in
+                for r in refs {
+                    frame.id(r.id)
+                    frame.u32(r.attempt)
+                }
+            })
         case .bye(let reason):
             frames.append(Array(reason.utf8))
         case .fleet(let state):
@@ -92,7 +93,17 @@ public enum Codec {
 
     /// Parses `frames` (starting at the signature frame), validating the count and size of
     /// every frame before reading it.
-    public static func decode<C: RandomAccessCollection>(_ frames: C) throws(ProtocolError) -> DroverMessage
+    public static func decode(_ frames: [[UInt8]]) throws(ProtocolError) -> DroverMessage {
+        try decodeFrames(frames)
+    }
+
+    /// Parses the frames after a ROUTER's routing id, as ``decode(_:)-([[UInt8]])`` does.
+    public static func decode(_ frames: ArraySlice<[UInt8]>) throws(ProtocolError) -> DroverMessage {
+        try decodeFrames(frames)
+    }
+
+    // Generic inside this module only, so that both public entry points are specialized here.
+    static func decodeFrames<C: RandomAccessCollection>(_ frames: C) throws(ProtocolError) -> DroverMessage
     where C.Element == [UInt8], C.Index == Int {
         guard frames.count >= 2 else {
             throw .frameCount("a Drover message has at least 2 frames (signature, command); got \(frames.count)")
@@ -209,40 +220,14 @@ public enum Codec {
     // MARK: Helpers
 
     static func be16(_ v: UInt16) -> [UInt8] { [UInt8(v >> 8), UInt8(v & 0xff)] }
-    static func be32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8((v >> 16) & 0xff), UInt8((v >> 8) & 0xff), UInt8(v & 0xff)] }
-    static func be64(_ v: UInt64) -> [UInt8] {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(8)
-        append(v, to: &bytes)
-        return bytes
-    }
-
-    static func idFrame(_ id: ItemID) -> [UInt8] {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(16)
-        append(id, to: &bytes)
-        return bytes
-    }
-
-    // Appending in place: the per-item headers are built without temporary arrays.
-    @inline(__always) static func append(_ v: UInt32, to bytes: inout [UInt8]) {
-        withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) }
-    }
-
-    @inline(__always) static func append(_ v: UInt64, to bytes: inout [UInt8]) {
-        withUnsafeBytes(of: v.bigEndian) { bytes.append(contentsOf: $0) }
-    }
-
-    @inline(__always) static func append(_ id: ItemID, to bytes: inout [UInt8]) {
-        append(id.high, to: &bytes)
-        append(id.low, to: &bytes)
-    }
+    static func be32(_ v: UInt32) -> [UInt8] { FrameWriter.frame(size: 4) { $0.u32(v) } }
+    static func be64(_ v: UInt64) -> [UInt8] { FrameWriter.frame(size: 8) { $0.u64(v) } }
+    static func idFrame(_ id: ItemID) -> [UInt8] { FrameWriter.frame(size: idSize) { $0.id(id) } }
 
     static func idList(_ ids: [ItemID]) -> [UInt8] {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(ids.count * 16)
-        for id in ids { append(id, to: &bytes) }
-        return bytes
+        FrameWriter.frame(size: ids.count * idSize) { frame in
+            for id in ids { frame.id(id) }
+        }
     }
 
     static func fleetFrame(_ s: FleetState) -> [UInt8] {
@@ -252,26 +237,14 @@ public enum Codec {
     /// Outcomes packed into one frame: per outcome its header, a 4-byte length, the payload.
     static func appendOutcomes(_ outcomes: [ItemOutcome], to frames: inout [[UInt8]]) {
         guard !outcomes.isEmpty else { return }
-        var packed = packedFrame(outcomes.count * (outcomeHeaderBytes + 4) + outcomes.reduce(0) { $0 + $1.payload.count })
-        for o in outcomes {
-            append(o.id, to: &packed)
-            append(o.attempt, to: &packed)
-            packed.append(o.status.rawValue)
-            appendSized(o.payload, to: &packed)
-        }
-        frames.append(packed)
-    }
-
-    /// An empty frame with room for `bytes`, for packing records into.
-    static func packedFrame(_ bytes: Int) -> [UInt8] {
-        var frame: [UInt8] = []
-        frame.reserveCapacity(bytes)
-        return frame
-    }
-
-    /// A 4-byte length, then the bytes.
-    @inline(__always) static func appendSized(_ bytes: [UInt8], to frame: inout [UInt8]) {
-        append(UInt32(bytes.count), to: &frame)
-        frame.append(contentsOf: bytes)
+        let size = outcomes.count * (outcomeHeaderBytes + 4) + outcomes.reduce(0) { $0 + $1.payload.count }
+        frames.append(FrameWriter.frame(size: size) { frame in
+            for o in outcomes {
+                frame.id(o.id)
+                frame.u32(o.attempt)
+                frame.u8(o.status.rawValue)
+                frame.sized(o.payload)
+            }
+        })
     }
 }
