@@ -3,7 +3,7 @@ import PackageDescription
 
 // Layers, arrows pointing down only:
 //   drover (executable) → Drover (roles) → DroverProtocol, DroverPool, ZeroMQ → CZeroMQ (libzmq)
-// CDroverShims wraps the few Linux calls Swift's Glibc module hides (pipe2, eventfd).
+// CDroverShims wraps the few Linux calls Swift's Glibc module hides (pipe2, eventfd, timerfd).
 // DroverProtocol and DroverPool are pure Swift and do not import ZeroMQ.
 let package = Package(
     name: "drover",
@@ -38,7 +38,7 @@ let package = Package(
         .executableTarget(
             name: "DroverCLI",
             dependencies: [
-                "Drover",
+                "Drover", "CDroverShims",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

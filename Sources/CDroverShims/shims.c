@@ -4,6 +4,7 @@
 #include <spawn.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "CDroverShims.h"
@@ -14,6 +15,17 @@ int drover_pipe_cloexec(int fds[2], int nonblocking) {
 
 int drover_eventfd(void) {
     return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+}
+
+int drover_timerfd(void) {
+    return timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+}
+
+int drover_timerfd_arm_at(int fd, unsigned long long nanoseconds) {
+    struct itimerspec spec = {0};
+    spec.it_value.tv_sec = (time_t)(nanoseconds / 1000000000ULL);
+    spec.it_value.tv_nsec = (long)(nanoseconds % 1000000000ULL);
+    return timerfd_settime(fd, TFD_TIMER_ABSTIME, &spec, NULL);
 }
 
 int drover_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest) {

@@ -1,3 +1,4 @@
+import CDroverShims
 import Drover
 import DroverProtocol
 import Foundation
@@ -251,9 +252,14 @@ struct Benchmark {
         let producer = try fleet.producer(wait: true)
         final class Times { var sent: [UInt64]; var latencies: [Double] = []; init(_ n: Int) { sent = Array(repeating: 0, count: n) } }
         let times = Times(count)
-        try producer.begin { index, _ in
+        // The producer waits for the broker or for this timer, armed for the next item's due
+        // time: exact to the microsecond, without spinning on a machine with two cores.
+        let timer = drover_timerfd()
+        guard timer >= 0 else { throw CommandFailure("bench: timerfd_create failed: \(String(cString: strerror(errno)))") }
+        defer { close(timer) }
+        try producer.begin(onOutcome: { index, _ in
             times.latencies.append(Double(DispatchTime.now().uptimeNanoseconds - times.sent[index]) / 1000)
-        }
+        }, alsoWakeOn: timer)
         let payload = [UInt8](repeating: 0x61, count: 16)
         let interval = 1e9 / Double(rate)
         let start = DispatchTime.now().uptimeNanoseconds
@@ -262,9 +268,11 @@ struct Benchmark {
         while index < count {
             let now = DispatchTime.now().uptimeNanoseconds
             if now < due(index) {
-                let wait = Int((due(index) - now) / 1_000_000)
-                try producer.pump(timeoutMilliseconds: wait)
-                if wait == 0 { sched_yield() }  // a 2-core machine: spinning would starve the fleet
+                // DispatchTime's uptime is CLOCK_MONOTONIC on Linux, the timer's clock.
+                drover_timerfd_arm_at(timer, due(index))
+                try producer.pump(timeoutMilliseconds: 100)
+                var expirations: UInt64 = 0
+                _ = read(timer, &expirations, 8)
                 continue
             }
             // Everything due by now goes out in one batch, as a producer behind its input would

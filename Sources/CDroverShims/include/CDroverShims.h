@@ -11,6 +11,13 @@ int drover_pipe_cloexec(int fds[2], int nonblocking);
 /// An eventfd(2), non-blocking and close-on-exec. Returns the fd or -1 with errno set.
 int drover_eventfd(void);
 
+/// A timerfd(2) on CLOCK_MONOTONIC, non-blocking and close-on-exec. Returns the fd or -1.
+int drover_timerfd(void);
+
+/// Arms a timerfd to become readable once, at `nanoseconds` on CLOCK_MONOTONIC (absolute).
+/// Returns 0 or -1 with errno set.
+int drover_timerfd_arm_at(int fd, unsigned long long nanoseconds);
+
 #include <spawn.h>
 
 /// Adds "close every descriptor from `lowest` up" to a posix_spawn file-actions list, so a
