@@ -113,12 +113,12 @@ extension Dispatcher {
 
         /// Adds an outcome for producer `number`, ending that item's claim on the number.
         mutating func add(_ outcome: ItemOutcome, for number: UInt32, _ producers: inout ProducerTable) {
-            let peer = producers.release(number)
             if let index = groups.lastIndex(where: { $0.number == number }) {
                 groups[index].outcomes.append(outcome)
             } else {
-                groups.append(Group(number: number, peer: peer, outcomes: [outcome]))
+                groups.append(Group(number: number, peer: producers.peer(number), outcomes: [outcome]))
             }
+            producers.release(number)
         }
     }
 }

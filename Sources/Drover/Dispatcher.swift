@@ -181,9 +181,10 @@ public struct Dispatcher: Sendable {
             for _ in 0..<count {
                 let slot = queue.items.removeFirst()
                 items.lease(slot, to: &record)
-                let item = items[slot].item
-                if item.deliveries > 1 { counters.redelivered += 1 }
-                deliveries.append(Delivery(id: item.id, attempt: item.deliveries, payload: item.payload))
+                let attempt = items.slots[Int(slot)].item.deliveries
+                if attempt > 1 { counters.redelivered += 1 }
+                deliveries.append(Delivery(id: items.slots[Int(slot)].item.id, attempt: attempt,
+                                           payload: items.slots[Int(slot)].item.payload))
             }
             counters.delivered += count
             record.credit -= count

@@ -49,8 +49,9 @@ struct ItemTable: Sendable {
     /// Items held.
     var count: Int { slots.count - freeSlots.count }
 
+    // `_read` lends the slot in place: reading one field must not copy (and retain) the payload.
     subscript(slot: UInt32) -> Slot {
-        get { slots[Int(slot)] }
+        _read { yield slots[Int(slot)] }
         _modify { yield &slots[Int(slot)] }
     }
 
@@ -139,8 +140,8 @@ struct ItemTable: Sendable {
         let value = index.value(at: position)
         guard value & Self.recentFlag == 0 else { return nil }
         let slot = UInt32(value)
-        let entry = slots[Int(slot)]
-        guard entry.state == .leased, entry.worker == record.number, entry.item.deliveries == attempt else { return nil }
+        guard slots[Int(slot)].state == .leased, slots[Int(slot)].worker == record.number,
+              slots[Int(slot)].item.deliveries == attempt else { return nil }
         unlink(slot, from: &record.leaseHead)
         record.leased -= 1
         return (slot, position)
@@ -228,13 +229,13 @@ struct ProducerTable: Sendable {
 
     mutating func retain(_ n: UInt32) { waiting[Int(n - 1)] += 1 }
 
-    /// One item routed to `n` is finished with; returns the producer's routing id.
-    @discardableResult
-    mutating func release(_ n: UInt32) -> PeerID {
-        let peer = peers[Int(n - 1)]
+    /// The routing id of producer `n`.
+    func peer(_ n: UInt32) -> PeerID { peers[Int(n - 1)] }
+
+    /// One item routed to `n` is finished with.
+    mutating func release(_ n: UInt32) {
         waiting[Int(n - 1)] -= 1
-        releaseIfUnused(n)
-        return peer
+        if waiting[Int(n - 1)] == 0 { releaseIfUnused(n) }
     }
 
     mutating func releaseIfUnused(_ n: UInt32) {
