@@ -3,20 +3,21 @@ import Drover
 import Foundation
 import ZeroMQ
 
-/// The processes of `drover bench`'s baseline: a plain libzmq pipeline with no acknowledgements
-/// and no bookkeeping (producer PUSH → forwarder PULL/PUSH → consumer PULL). Hidden: only
-/// `drover bench` starts it.
+/// The processes of `drover bench`'s baselines, plain libzmq with no acknowledgements and no
+/// bookkeeping. Throughput: producer PUSH → forwarder PULL/PUSH → consumer PULL. Latency: the
+/// shape of an item's trip (producer → broker → worker → broker → producer): client DEALER →
+/// relay ROUTER/DEALER → echo REP and back. Hidden: only `drover bench` starts it.
 struct BenchRawCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "bench-raw", shouldDisplay: false)
 
     enum Role: String, ExpressibleByArgument {
-        case forwarder, consumer
+        case forwarder, consumer, relay, echo
     }
 
     @Option var role: Role
-    /// Forwarder: where to write its two endpoints. Consumer: unused.
+    /// Forwarder, relay: where to write their two endpoints.
     @Option var readyFile: String?
-    /// Consumer: the forwarder's output endpoint.
+    /// Consumer, echo: the forwarder's or relay's output endpoint.
     @Option var source: String?
     /// Consumer: where to report its running count.
     @Option var report: String?
@@ -36,6 +37,17 @@ struct BenchRawCommand: ParsableCommand {
                 try output.bind("tcp://127.0.0.1:*")
                 try writeReadyFile(readyFile!, lines: [try input.lastEndpoint(), try output.lastEndpoint()])
                 try zmqProxy(frontend: input, backend: output)
+            case .relay:
+                let front = try ZMQSocket(context, type: .router, linger: 0)
+                let back = try ZMQSocket(context, type: .dealer, linger: 0)
+                try front.bind("tcp://127.0.0.1:*")
+                try back.bind("tcp://127.0.0.1:*")
+                try writeReadyFile(readyFile!, lines: [try front.lastEndpoint(), try back.lastEndpoint()])
+                try zmqProxy(frontend: front, backend: back)
+            case .echo:
+                let socket = try ZMQSocket(context, type: .rep, linger: 0)
+                try socket.connect(source!)
+                while let frames = try socket.receive() { try socket.send(frames) }
             case .consumer:
                 let input = try ZMQSocket(context, type: .pull, linger: 0)
                 let reports = try ZMQSocket(context, type: .push, linger: 0)

@@ -58,6 +58,9 @@ struct BenchReport: Codable {
         var p50: Figure
         var p99: Figure
         var p999: Figure
+        /// The same for a message echoed back along the same path in plain libzmq.
+        var rawP50: Figure
+        var rawP99: Figure
     }
 
     struct Scaling: Codable {
@@ -103,9 +106,9 @@ struct BenchReport: Codable {
         }
         if !latency.isEmpty {
             lines.append("")
-            lines.append("latency      offered/s    items       p50 µs                      p99 µs                      p99.9 µs")
+            lines.append("latency      offered/s    items       p50 µs                      p99 µs                      p99.9 µs                    raw p50 µs   raw p99 µs")
             for l in latency {
-                lines.append("             \(pad(l.offeredPerSecond, 12))\(pad(l.items, 12))\(f(l.p50).padding(toLength: 28, withPad: " ", startingAt: 0))\(f(l.p99).padding(toLength: 28, withPad: " ", startingAt: 0))\(f(l.p999))")
+                lines.append("             \(pad(l.offeredPerSecond, 12))\(pad(l.items, 12))\(f(l.p50).padding(toLength: 28, withPad: " ", startingAt: 0))\(f(l.p99).padding(toLength: 28, withPad: " ", startingAt: 0))\(f(l.p999).padding(toLength: 28, withPad: " ", startingAt: 0))\(n(l.rawP50.median).padding(toLength: 13, withPad: " ", startingAt: 0))\(n(l.rawP99.median))")
             }
         }
         if let s = scaling {
@@ -158,13 +161,16 @@ struct Benchmark {
             for rate in settings.rates {
                 let count = max(Int(Double(rate) * settings.latencySeconds), 10)
                 progress("latency: \(count) items offered at \(rate)/s, \(settings.runs) runs")
-                var p50: [Double] = [], p99: [Double] = [], p999: [Double] = []
+                var p50: [Double] = [], p99: [Double] = [], p999: [Double] = [], rawP50: [Double] = [], rawP99: [Double] = []
+                func quantile(_ sorted: [Double], _ p: Double) -> Double { sorted[min(sorted.count - 1, Int(p * Double(sorted.count)))] }
                 for _ in 0..<settings.runs {
                     let sorted = try latencies(rate: rate, count: count).sorted()
-                    func q(_ p: Double) -> Double { sorted[min(sorted.count - 1, Int(p * Double(sorted.count)))] }
-                    p50.append(q(0.5)); p99.append(q(0.99)); p999.append(q(0.999))
+                    p50.append(quantile(sorted, 0.5)); p99.append(quantile(sorted, 0.99)); p999.append(quantile(sorted, 0.999))
+                    let raw = try rawLatencies(rate: rate, count: count).sorted()
+                    rawP50.append(quantile(raw, 0.5)); rawP99.append(quantile(raw, 0.99))
                 }
-                report.latency.append(.init(offeredPerSecond: rate, items: count, p50: Figure(p50), p99: Figure(p99), p999: Figure(p999)))
+                report.latency.append(.init(offeredPerSecond: rate, items: count, p50: Figure(p50), p99: Figure(p99), p999: Figure(p999),
+                                            rawP50: Figure(rawP50), rawP99: Figure(rawP99)))
             }
         }
         if settings.scenarios.contains("scaling") {
@@ -292,6 +298,62 @@ struct Benchmark {
         }
         guard times.latencies.count == count else { throw CommandFailure("bench: \(count) items sent, \(times.latencies.count) completed") }
         return times.latencies
+    }
+
+    /// Microseconds for a 16-byte message offered at `rate` per second to travel client →
+    /// relay → echo → relay → client in plain libzmq: the floor under an item's trip.
+    func rawLatencies(rate: Int, count: Int) throws -> [Double] {
+        let ready = "\(directory)/relay-\(UInt32.random(in: 0...UInt32.max))"
+        let relay = try ChildProcess(role: "relay", arguments: ["bench-raw", "--role", "relay", "--ready-file", ready])
+        var children = [relay]
+        defer { for child in children.reversed() { child.stop(within: 2) } }
+        let endpoints = try waitForReadyFile(ready, child: relay, seconds: 10)
+        for _ in 0..<settings.workers {
+            children.append(try ChildProcess(role: "echo", arguments: ["bench-raw", "--role", "echo", "--source", endpoints[1]]))
+        }
+        let socket = try ZMQSocket(context, type: .dealer, linger: 0)
+        try socket.connect(endpoints[0])
+        let timer = drover_timerfd()
+        guard timer >= 0 else { throw CommandFailure("bench: timerfd_create failed: \(String(cString: strerror(errno)))") }
+        defer { close(timer) }
+        var poller = ZMQPoller()
+        _ = poller.add(socket)
+        _ = poller.add(fileDescriptor: timer)
+        // Every echo answers before the clock starts, so the timed run uses all of them.
+        try socket.set(.receiveTimeout(milliseconds: 10_000))
+        for index in 0..<(settings.workers * 4) {
+            try socket.send([[], withUnsafeBytes(of: UInt64(index), Array.init)])
+            guard try socket.receive() != nil else { throw CommandFailure("bench: the raw echo did not answer") }
+        }
+        var sent = [UInt64](repeating: 0, count: count)
+        var latencies: [Double] = []
+        latencies.reserveCapacity(count)
+        let interval = 1e9 / Double(rate)
+        let start = DispatchTime.now().uptimeNanoseconds
+        func due(_ index: Int) -> UInt64 { start + UInt64(Double(index) * interval) }
+        var index = 0
+        let limit = start + UInt64(Double(count) * interval) + 30_000_000_000
+        while latencies.count < count {
+            let now = DispatchTime.now().uptimeNanoseconds
+            guard now < limit else { throw CommandFailure("bench: raw echoes did not return within 30 s") }
+            while index < count && due(index) <= now {
+                sent[index] = due(index)
+                var payload = withUnsafeBytes(of: UInt64(index), Array.init)
+                payload += [UInt8](repeating: 0x61, count: 8)
+                try socket.send([[], payload])
+                index += 1
+            }
+            if index < count { drover_timerfd_arm_at(timer, due(index)) }
+            _ = try poller.poll(timeout: 100)
+            var expirations: UInt64 = 0
+            _ = read(timer, &expirations, 8)
+            while let frames = try socket.receive(dontWait: true) {
+                guard frames.count == 2, frames[1].count == 16 else { continue }
+                let echoed = Int(frames[1].prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+                latencies.append(Double(DispatchTime.now().uptimeNanoseconds - sent[echoed]) / 1000)
+            }
+        }
+        return latencies
     }
 
     /// Items/s with handlers that sleep, on 32 handler threads.

@@ -28,6 +28,8 @@ extension ProcessTests {
             for row in latency {
                 let p50 = try #require(row["p50"] as? [String: Double]), p99 = try #require(row["p99"] as? [String: Double])
                 #expect(p50["median"]! > 0 && p50["median"]! <= p99["median"]!)
+                let rawP50 = try #require(row["rawP50"] as? [String: Double]), rawP99 = try #require(row["rawP99"] as? [String: Double])
+                #expect(rawP50["median"]! > 0 && rawP50["median"]! <= rawP99["median"]!)
             }
             let scaling = try #require(report["scaling"] as? [String: Any])
             #expect(scaling["handlerThreads"] as? Int == 32)
