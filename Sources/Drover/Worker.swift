@@ -82,8 +82,9 @@ public final class Worker: Sendable {
             control = sub
         }
 
+        let batch = options.outcomeBatch
         let pool = HandlerPool<Delivery>(threads: options.threads, capacity: options.capacity, name: "drover-handler") {
-            [self, queue = options.queue, name = options.name] delivery in
+            [self, queue = options.queue, name = options.name] delivery, pool in
             let item = WorkItem(id: delivery.id, attempt: delivery.attempt, queue: queue, payload: delivery.payload, worker: name)
             let outcome: ItemOutcome
             do {
@@ -91,11 +92,14 @@ public final class Worker: Sendable {
             } catch {
                 outcome = ItemOutcome(id: item.id, attempt: item.attempt, status: .failed, payload: Array("\(error)".utf8))
             }
-            let wasEmpty = self.mailbox.withLock { box in
+            let waiting = self.mailbox.withLock { box in
                 box.outcomes.append(outcome)
-                return box.outcomes.count == 1
+                return box.outcomes.count
             }
-            if wasEmpty { self.wakeup.signal() }
+            // Wake the I/O thread when the outcomes make a batch, or when no job is queued (the
+            // last of a burst, or a lone item: it goes at once). Otherwise the next job's end
+            // will; the I/O thread also looks every `WorkerLoop.outcomeWaitMilliseconds`.
+            if waiting == batch || (waiting < batch && pool.queued == 0) { self.wakeup.signal() }
         }
 
         var loop = WorkerLoop(worker: self, broker: broker, control: control, pool: pool)

@@ -55,6 +55,8 @@ struct WorkerLoop {
     static let helloRetryMilliseconds: Int64 = 100
     /// How long a `hello` that did go out waits for its `welcome` before another is sent.
     static let helloAnswerMilliseconds: Int64 = 1000
+    /// The longest a finished item's outcome waits in the mailbox while handler threads batch.
+    static let outcomeWaitMilliseconds = 1
     /// Warn about an unreachable broker this often.
     static let warnEveryMilliseconds: Int64 = 5000
     /// The goodbye reason of a worker whose drain deadline passed; the controller reports it.
@@ -78,7 +80,9 @@ struct WorkerLoop {
         sayHello(now: monotonicMilliseconds())
 
         while true {
-            let ready = try poller.poll(timeout: 100)
+            // Handler threads hold back outcomes while more jobs are queued (see `Worker.run`);
+            // looking every millisecond bounds how long one can wait for a slow neighbour.
+            let ready = try poller.poll(timeout: inPool.isEmpty ? 100 : Self.outcomeWaitMilliseconds)
             let now = monotonicMilliseconds()
             if lastLoop > 0, now - lastLoop > liveness, registered {
                 // This process was paused (SIGSTOP, a VM freeze) past the liveness window: the
@@ -89,8 +93,8 @@ struct WorkerLoop {
                 sayHello(now: now)
             }
             lastLoop = now
-            if ready[wakeIndex] {
-                worker.wakeup.clear()
+            if ready[wakeIndex] { worker.wakeup.clear() }
+            do {
                 let box = worker.mailbox.withLock { box in
                     defer { box.outcomes.removeAll(keepingCapacity: true) }
                     return box

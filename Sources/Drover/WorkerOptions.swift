@@ -35,6 +35,9 @@ public struct WorkerOptions: Sendable {
 
     /// Credit the worker grants when idle: one per thread plus the lookahead.
     var capacity: Int { threads + lookahead }
+    /// Outcomes gathered into one `done` while more jobs are queued: an eighth of the capacity,
+    /// so a deep pool reports (and regains credit) in batches, and a small one item by item.
+    var outcomeBatch: Int { min(max(capacity / 8, 1), 256) }
 }
 
 /// `HOST:PID`.

@@ -32,7 +32,13 @@ public final class HandlerPool<Job: Sendable>: @unchecked Sendable {
     private var threads: [JoinableThread] = []
 
     /// Starts `threads` threads named `name-1`, `name-2`, … that run `body` on each job.
-    public init(threads: Int, capacity: Int, name: String, body: @escaping @Sendable (Job) -> Void) {
+    public convenience init(threads: Int, capacity: Int, name: String, body: @escaping @Sendable (Job) -> Void) {
+        self.init(threads: threads, capacity: capacity, name: name) { job, _ in body(job) }
+    }
+
+    /// As ``init(threads:capacity:name:body:)``, with the pool passed to `body` so that it can
+    /// look at the queue (``queued``) when a job ends.
+    public init(threads: Int, capacity: Int, name: String, body: @escaping @Sendable (Job, HandlerPool<Job>) -> Void) {
         precondition(threads > 0 && capacity > 0)
         self.capacity = capacity
         self.threadCount = threads
@@ -77,6 +83,9 @@ public final class HandlerPool<Job: Sendable>: @unchecked Sendable {
     /// Jobs queued plus jobs running.
     public var outstanding: Int { condition.withLock { queue.count + busy } }
 
+    /// Jobs waiting for a thread.
+    public var queued: Int { condition.withLock { queue.count } }
+
     /// Jobs a thread is running now.
     public var running: Int { condition.withLock { busy } }
 
@@ -94,9 +103,9 @@ public final class HandlerPool<Job: Sendable>: @unchecked Sendable {
         for thread in threads { thread.join() }
     }
 
-    private func run(_ body: @Sendable (Job) -> Void) {
+    private func run(_ body: @Sendable (Job, HandlerPool<Job>) -> Void) {
         while let job = next() {
-            body(job)
+            body(job, self)
             condition.withLock { busy -= 1 }
         }
     }
