@@ -60,22 +60,29 @@ struct SendCommand: ParsableCommand {
         defer { producer.close() }
 
         let showProgress = isatty(STDERR_FILENO) != 0
-        var failures = 0
+        // Results are gathered and written in large pieces (a write per result would cost more
+        // than the rest of sending); what is gathered goes out at least every 100 ms.
+        var results: [UInt8] = []
+        func flushResults() {
+            if !results.isEmpty { writeOutput(results) }
+            results.removeAll(keepingCapacity: true)
+        }
         let onOutcome = { (index: Int, outcome: ItemOutcome) in
             switch outcome.status {
             case .succeeded:
-                var line = outcome.payload
-                if line.last != UInt8(ascii: "\n") { line.append(UInt8(ascii: "\n")) }
-                writeOutput(line)
+                results += outcome.payload
+                if outcome.payload.last != UInt8(ascii: "\n") { results.append(UInt8(ascii: "\n")) }
+                if results.count >= 64 * 1024 { flushResults() }
             case .failed:
-                failures += 1
+                flushResults()  // keep results and failures in the order they arrived
                 let text = String(decoding: outcome.payload, as: UTF8.self)
                 writeError("\(showProgress ? "\r\u{1B}[K" : "")item \(index + 1) failed (attempt \(outcome.attempt)): \(text)\n")
             }
         }
-        let onProgress: ((ProducerProgress) -> Void)? = showProgress ? { p in
-            writeError("\r\u{1B}[Kread \(p.read), accepted \(p.accepted)\(wait ? ", finished \(p.finished)" : "")")
-        } : nil
+        let onProgress = { (p: ProducerProgress) in
+            flushResults()
+            if showProgress { writeError("\r\u{1B}[Kread \(p.read), accepted \(p.accepted)\(wait ? ", finished \(p.finished)" : "")") }
+        }
 
         let summary: ProducerSummary
         if !items.isEmpty {
@@ -90,6 +97,7 @@ struct SendCommand: ParsableCommand {
             }
             summary = try producer.send(from: &lines, onOutcome: onOutcome, onProgress: onProgress)
         }
+        flushResults()
         if showProgress { writeError("\r\u{1B}[K") }
 
         for (index, reason) in summary.rejected.sorted(by: { $0.key < $1.key }).prefix(20) {
