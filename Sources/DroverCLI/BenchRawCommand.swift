@@ -40,12 +40,20 @@ struct BenchRawCommand: ParsableCommand {
             case .relay:
                 let front = try ZMQSocket(context, type: .router, linger: 0)
                 let back = try ZMQSocket(context, type: .dealer, linger: 0)
+                // No high-water mark: a ROUTER drops what meets a full pipe, and the baseline
+                // must return every message it is given.
+                for socket in [front, back] {
+                    try socket.set(.sendHighWaterMark(0))
+                    try socket.set(.receiveHighWaterMark(0))
+                }
                 try front.bind("tcp://127.0.0.1:*")
                 try back.bind("tcp://127.0.0.1:*")
                 try writeReadyFile(readyFile!, lines: [try front.lastEndpoint(), try back.lastEndpoint()])
                 try zmqProxy(frontend: front, backend: back)
             case .echo:
                 let socket = try ZMQSocket(context, type: .rep, linger: 0)
+                try socket.set(.sendHighWaterMark(0))
+                try socket.set(.receiveHighWaterMark(0))
                 try socket.connect(source!)
                 while let frames = try socket.receive() { try socket.send(frames) }
             case .consumer:

@@ -312,6 +312,8 @@ struct Benchmark {
             children.append(try ChildProcess(role: "echo", arguments: ["bench-raw", "--role", "echo", "--source", endpoints[1]]))
         }
         let socket = try ZMQSocket(context, type: .dealer, linger: 0)
+        try socket.set(.sendHighWaterMark(0))
+        try socket.set(.receiveHighWaterMark(0))
         try socket.connect(endpoints[0])
         let timer = drover_timerfd()
         guard timer >= 0 else { throw CommandFailure("bench: timerfd_create failed: \(String(cString: strerror(errno)))") }

@@ -36,7 +36,7 @@ struct BrokerCommand: ParsableCommand {
     var maxDeliveries = 5
 
     @Option(name: .customLong("queue-max-deliveries"), parsing: .singleValue,
-            help: ArgumentHelp("Per-queue delivery cap, as NAME=N; repeat for several queues.", valueName: "NAME=N"))
+            help: ArgumentHelp("Per-queue delivery cap, as NAME=N; repeat, or separate with commas, for several queues.", valueName: "NAME=N"))
     var queueMaxDeliveries: [String] = []
 
     @Option(help: "Backoff before the first retry, in milliseconds; it doubles (with jitter) for each further retry.")
@@ -64,7 +64,7 @@ struct BrokerCommand: ParsableCommand {
     /// `--queue-max-deliveries NAME=N` values as a dictionary.
     func parsedQueueCaps() throws -> [String: Int] {
         var caps: [String: Int] = [:]
-        for entry in queueMaxDeliveries {
+        for entry in queueMaxDeliveries.flatMap({ $0.split(separator: ",").map(String.init) }) {
             let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
             guard parts.count == 2, let cap = Int(parts[1]), cap >= 1, Dispatcher.queueNameProblem(parts[0]) == nil else {
                 throw ValidationError("--queue-max-deliveries takes NAME=N with N at least 1, for example images=3; got \"\(entry)\"")

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 /// `drover`: one executable, one subcommand per role.
 @main
@@ -19,6 +20,32 @@ struct DroverTool: ParsableCommand {
             BenchCommand.self, BenchRawCommand.self,
         ]
     )
+
+    /// Adds flags from `DROVER_*` environment variables (see ``EnvironmentDefaults``), and lists
+    /// them under `drover --help`, then runs as ArgumentParser would.
+    static func main() {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if ["--help", "-h", "help"].contains(arguments.first ?? ""), arguments.count == 1 {
+            print(helpMessage(columns: nil) + "\n\n" + environmentHelp())
+            return
+        }
+        do {
+            main(try EnvironmentDefaults.apply(to: arguments, environment: ProcessInfo.processInfo.environment))
+        } catch {
+            exit(withError: ValidationError("\(error)"))
+        }
+    }
+
+    static func environmentHelp() -> String {
+        """
+        ENVIRONMENT:
+          Every flag can also be set by an environment variable: DROVER_ and the flag's name
+          in capitals with - as _ (--broker is DROVER_BROKER, --max-item-size is
+          DROVER_MAX_ITEM_SIZE). A flag on the command line wins. Switches (--wait) are on
+          for 1, true or yes. For --queue-max-deliveries, separate several NAME=N with commas.
+        \(EnvironmentDefaults.listing())
+        """
+    }
 }
 
 /// The version `drover --version` prints.

@@ -29,18 +29,23 @@ final class Sandbox: @unchecked Sendable {
 
     func path(_ name: String) -> String { "\(directory)/\(name)" }
 
-    /// Starts `drover ARGUMENTS…` in the background.
+    /// Starts `drover ARGUMENTS…` in the background, with `environment` added to a copy of
+    /// this process's (less any `DROVER_*` variable but `DROVER_BIN`), inside network namespace
+    /// `namespace` when one is given.
     @discardableResult
-    func start(_ name: String, _ arguments: [String], stdin: String? = nil, stdinPipe: Pipe? = nil) throws -> DroverProcess {
-        let process = try DroverProcess(name: name, arguments: arguments, directory: directory, stdin: stdin, stdinPipe: stdinPipe)
+    func start(_ name: String, _ arguments: [String], stdin: String? = nil, stdinPipe: Pipe? = nil,
+               environment: [String: String] = [:], namespace: String? = nil) throws -> DroverProcess {
+        let process = try DroverProcess(name: name, arguments: arguments, directory: directory, stdin: stdin, stdinPipe: stdinPipe,
+                                        environment: environment, namespace: namespace)
         lock.withLock { processes.append(process) }
         return process
     }
 
     /// Runs `drover ARGUMENTS…` to completion (killed after `timeout` seconds).
-    func run(_ arguments: [String], stdin: String? = nil, timeout: Double = 60) throws -> Finished {
+    func run(_ arguments: [String], stdin: String? = nil, timeout: Double = 60,
+             environment: [String: String] = [:], namespace: String? = nil) throws -> Finished {
         let name = lock.withLock { counter += 1; return "run-\(counter)" }
-        let process = try start(name, arguments, stdin: stdin)
+        let process = try start(name, arguments, stdin: stdin, environment: environment, namespace: namespace)
         guard let status = process.wait(seconds: timeout) else {
             process.kill()
             Issue.record("drover \(arguments.joined(separator: " ")) did not finish within \(timeout) s; stderr: \(process.stderr)")
@@ -120,14 +125,24 @@ final class DroverProcess: @unchecked Sendable {
         return directory.appendingPathComponent("drover").path
     }()
 
-    init(name: String, arguments: [String], directory: String, stdin: String?, stdinPipe: Pipe? = nil) throws {
+    init(name: String, arguments: [String], directory: String, stdin: String?, stdinPipe: Pipe? = nil,
+         environment: [String: String] = [:], namespace: String? = nil) throws {
         self.name = name
         stdoutPath = "\(directory)/\(name).stdout"
         stderrPath = "\(directory)/\(name).stderr"
         FileManager.default.createFile(atPath: stdoutPath, contents: nil)
         FileManager.default.createFile(atPath: stderrPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: Self.executable)
-        process.arguments = arguments
+        if let namespace {
+            // `ip netns exec` enters the namespace and then execs drover: the pid stays drover's.
+            process.executableURL = URL(fileURLWithPath: NetworkLab.ip)
+            process.arguments = ["netns", "exec", namespace, Self.executable] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: Self.executable)
+            process.arguments = arguments
+        }
+        var inherited = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("DROVER_") || $0.key == "DROVER_BIN" }
+        inherited.merge(environment) { $1 }
+        process.environment = inherited
         process.standardOutput = FileHandle(forWritingAtPath: stdoutPath)
         process.standardError = FileHandle(forWritingAtPath: stderrPath)
         if let stdinPipe {
