@@ -1,0 +1,166 @@
+import Foundation
+import Testing
+
+extension ProcessTests {
+    /// A fleet spread over five hosts, each a network namespace with its own address, joined by
+    /// a router namespace: the broker, the controller, two worker hosts and a producer. The
+    /// processes are the real `drover` executable run with `ip netns exec`. Needs root (CI runs
+    /// as root); anywhere else the lab cannot be built and these tests fail saying why.
+    @Suite("Across hosts (network namespaces)")
+    struct MultiHostTests {
+        @Test("items from the producer host run on both worker hosts and every result comes back")
+        func spreadAcrossHosts() throws {
+            let fleet = try MultiHostFleet("spread")
+            defer { fleet.tearDown() }
+            let send = try fleet.send(items: 40, wait: true)
+            #expect(send.status == 0, "\(send.stderr)")
+            #expect(send.lines.count == 40)
+            #expect(Set(send.lines) == ["host-a", "host-b"], "results name the worker host that ran each item")
+            #expect(send.stderr.contains("40 succeeded, 0 failed"))
+        }
+
+        @Test("drover exit from the producer host shuts down the workers on every host, each exiting 0")
+        func coordinatedExit() throws {
+            let fleet = try MultiHostFleet("exit")
+            defer { fleet.tearDown() }
+            let exit = try fleet.sandbox.run(["exit", "--controller", fleet.commands, "--deadline", "10"],
+                                             timeout: 60, namespace: fleet.lab["producer"].namespace)
+            #expect(exit.status == 0, "\(exit.stderr)")
+            for (host, worker) in fleet.workers {
+                #expect(worker.wait(seconds: 30) == 0, "the worker on \(host) exits 0: \(worker.stderr.suffix(1000))")
+            }
+        }
+
+        @Test("a worker host cut off mid-run has its items redelivered to the other host; its late acks are rejected")
+        func partitionedWorkerHost() throws {
+            let fleet = try MultiHostFleet("partition", handlerSeconds: "1")
+            defer { fleet.tearDown() }
+            let items = 16
+            let send = try fleet.sandbox.start("send", ["send", "--broker", fleet.broker, "--wait", "--timeout", "10"]
+                                               + (1...items).map { "item-\($0)" }, namespace: fleet.lab["producer"].namespace)
+            #expect(eventually(seconds: 30) { fleet.ledger().contains { $0.worker == "host-a" } }, "host-a starts items")
+            try fleet.lab.partition("host-a")
+
+            // The broker declares host-a dead after the liveness window (1 s here) and host-b runs its items.
+            #expect(send.wait(seconds: 90) == 0, "\(send.stderr)")
+            let results = send.stdout.split(separator: "\n")
+            #expect(results.count == items, "one result per item")
+            #expect(send.stderr.contains("\(items) succeeded, 0 failed"))
+            let ledger = fleet.ledger()
+            #expect(Set(ledger.map(\.item)).count == items, "lost: 0")
+            let redelivered = Dictionary(grouping: ledger, by: \.item).filter { $0.value.count > 1 }
+            #expect(!redelivered.isEmpty, "host-a's running items ran again on host-b")
+            #expect(redelivered.values.allSatisfy { runs in runs.contains { $0.worker == "host-b" } && Set(runs.map(\.attempt)).count == runs.count })
+
+            try fleet.lab.heal("host-a")
+            // host-a registers again and reports what it finished while cut off: too late, and rejected.
+            var counters: [String: Int] = [:]
+            #expect(eventually(seconds: 30) {
+                counters = (try? fleet.status()["counters"] as? [String: Int]) ?? [:]
+                return (counters["staleOutcomes"] ?? 0) >= 1
+            }, "late outcomes from host-a are counted stale: \(counters)")
+            #expect(counters["completed"] == items, "no item completed twice")
+            #expect(fleet.workers["host-a"]?.exitStatus == nil, "host-a's worker rejoined without a restart")
+        }
+
+        @Test("a broker restarted on its host is found again by the workers on the other hosts, without restarting them")
+        func brokerRestart() throws {
+            let fleet = try MultiHostFleet("restart")
+            defer { fleet.tearDown() }
+            fleet.brokerProcess.signal(SIGKILL)
+            _ = fleet.brokerProcess.wait(seconds: 10)
+            try fleet.startBroker(name: "broker-2")
+            #expect(eventually(seconds: 30) { ((try? fleet.status()["workers"] as? [Any])?.count ?? 0) == 2 },
+                    "both worker hosts registered with the new broker")
+            let send = try fleet.send(items: 20, wait: true)
+            #expect(send.status == 0, "\(send.stderr)")
+            #expect(Set(send.lines) == ["host-a", "host-b"])
+            #expect(fleet.workers.values.allSatisfy { $0.exitStatus == nil }, "no worker was restarted")
+        }
+    }
+}
+
+/// Five hosts (broker, controller, host-a, host-b, producer) and a fleet on them, with short
+/// heartbeats (250 ms × 4: a silent worker is declared dead after 1 s).
+final class MultiHostFleet: @unchecked Sendable {
+    let lab: NetworkLab
+    let sandbox: Sandbox
+    private(set) var brokerProcess: DroverProcess
+    var workers: [String: DroverProcess] = [:]
+    let broker: String
+    let commands: String
+    static let timing = ["--heartbeat-ms", "250", "--liveness", "4"]
+
+    init(_ name: String, handlerSeconds: String = "0.2") throws {
+        lab = try NetworkLab(hosts: ["broker", "controller", "host-a", "host-b", "producer"])
+        do {
+            sandbox = try Sandbox("hosts-\(name)")
+        } catch {
+            lab.tearDown()
+            throw error
+        }
+        // Default ports throughout: each host has a network stack of its own.
+        broker = "tcp://\(lab["broker"].address):5555"
+        commands = "tcp://\(lab["controller"].address):5557"
+        brokerProcess = try Self.launchBroker(sandbox, lab, name: "broker")
+        do {
+            let ready = sandbox.path("controller.ready")
+            let controller = try sandbox.start("controller", ["controller", "--broker", broker, "--ready-file", ready],
+                                               namespace: lab["controller"].namespace)
+            _ = try sandbox.waitForFile(ready, process: controller)
+            let ledger = sandbox.path("ledger")
+            let handler = "echo \"$DROVER_ITEM_ID $DROVER_ATTEMPT $DROVER_WORKER\" >> \(ledger); sleep \(handlerSeconds); printf %s \"$DROVER_WORKER\""
+            for host in ["host-a", "host-b"] {
+                let ready = sandbox.path("\(host).ready")
+                workers[host] = try sandbox.start(host, [
+                    "worker", "--broker", broker, "--control", "tcp://\(lab["controller"].address):5556", "--name", host,
+                    "--threads", "2", "--lookahead", "0", "--exec", handler, "--ready-file", ready] + Self.timing,
+                    namespace: lab[host].namespace)
+            }
+            for host in ["host-a", "host-b"] { _ = try sandbox.waitForFile(sandbox.path("\(host).ready"), process: workers[host]!) }
+        } catch {
+            tearDown()
+            throw error
+        }
+    }
+
+    private static func launchBroker(_ sandbox: Sandbox, _ lab: NetworkLab, name: String) throws -> DroverProcess {
+        let ready = sandbox.path("\(name).ready")
+        let process = try sandbox.start(name, ["broker", "--ready-file", ready] + timing, namespace: lab["broker"].namespace)
+        _ = try sandbox.waitForFile(ready, process: process)
+        return process
+    }
+
+    /// Starts a new broker on the broker host, on the same address.
+    func startBroker(name: String) throws {
+        brokerProcess = try Self.launchBroker(sandbox, lab, name: name)
+    }
+
+    func send(items: Int, wait: Bool) throws -> Sandbox.Finished {
+        try sandbox.run(["send", "--broker", broker, "--timeout", "10"] + (wait ? ["--wait"] : []) + (1...items).map { "item-\($0)" },
+                        timeout: 120, namespace: lab["producer"].namespace)
+    }
+
+    /// The broker's status, asked from the producer host.
+    func status() throws -> [String: Any] {
+        let run = try sandbox.run(["status", "--broker", broker, "--json", "--timeout", "3"], timeout: 30, namespace: lab["producer"].namespace)
+        guard run.status == 0 else { throw HarnessError("drover status failed: \(run.stderr)") }
+        return try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any] ?? [:]
+    }
+
+    /// Every execution the handlers recorded: item id, attempt, worker host.
+    func ledger() -> [(item: String, attempt: Int, worker: String)] {
+        let text = (try? String(contentsOfFile: sandbox.path("ledger"), encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").compactMap { line in
+            let parts = line.split(separator: " ")
+            guard parts.count == 3, let attempt = Int(parts[1]) else { return nil }
+            return (String(parts[0]), attempt, String(parts[2]))
+        }
+    }
+
+    /// Kills every process, then removes the hosts.
+    func tearDown() {
+        sandbox.tearDown()
+        lab.tearDown()
+    }
+}
