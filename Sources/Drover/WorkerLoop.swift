@@ -1,4 +1,5 @@
 import DroverPool
+import Glibc
 import DroverProtocol
 import Logging
 import ZeroMQ
@@ -44,6 +45,7 @@ struct WorkerLoop {
     /// would otherwise double the credit.
     var helloOutstanding = false
     var lastLoop: Int64 = 0
+    var lastTouched: Int64 = 0
     var lastWarned: Int64 = 0
     let startedAt = monotonicMilliseconds()
 
@@ -246,6 +248,10 @@ struct WorkerLoop {
     // MARK: Timers
 
     mutating func timers(now: Int64) -> WorkerExit? {
+        if wroteReadyFile, let path = options.readyFile, now - lastTouched >= heartbeat {
+            lastTouched = now
+            _ = utimes(path, nil)  // "this I/O thread is alive", for liveness probes
+        }
         if !registered {
             let wait = helloOutstanding ? Self.helloAnswerMilliseconds : Self.helloRetryMilliseconds
             if now - lastHello >= wait { sayHello(now: now) }

@@ -26,7 +26,9 @@ public struct WorkerOptions: Sendable {
     /// How long a drain started by SIGTERM may let running items finish, in milliseconds.
     /// A fleet exit carries its own deadline. Default 30 s.
     public var drainDeadlineMilliseconds: UInt32 = 30_000
-    /// A file to write once the worker is registered with the broker (for scripts and tests).
+    /// A file to write once the worker is registered with the broker (for scripts, tests and
+    /// readiness probes). Its modification time is then refreshed every heartbeat while the
+    /// worker's I/O thread runs, whether or not the broker is reachable (for liveness probes).
     public var readyFile: String? = nil
 
     public init(broker: String) {

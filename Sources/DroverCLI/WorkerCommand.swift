@@ -52,7 +52,7 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Heartbeat intervals of broker silence after which the worker registers again.")
     var liveness: Int32 = 3
 
-    @Option(help: "Write this worker's name to this file once it is registered with the broker.")
+    @Option(help: "Write this worker's name to this file once it is registered with the broker, then refresh the file's modification time every heartbeat while the worker runs (a liveness probe can check it).")
     var readyFile: String?
 
     /// `noop` or `sleep:MS`: the handlers `drover bench` measures with.

@@ -47,6 +47,22 @@ extension ProcessTests {
             #expect(producer.wait(seconds: 15) == 0, "\(producer.stderr)")
         }
 
+        @Test("a worker's ready file is refreshed every heartbeat, also while its broker is gone (for liveness probes)")
+        func readyFileHeartbeat() throws {
+            let sandbox = try Sandbox("ready-touch")
+            defer { sandbox.tearDown() }
+            let (broker, endpoint) = try sandbox.broker(["--heartbeat-ms", "100"])
+            _ = try sandbox.worker("w", broker: endpoint, ["--echo", "--heartbeat-ms", "100"])
+            let ready = sandbox.path("w.ready")
+            func modified() -> Date? { (try? FileManager.default.attributesOfItem(atPath: ready))?[.modificationDate] as? Date }
+            let first = try #require(modified())
+            #expect(eventually(seconds: 10) { (modified() ?? first) > first })
+            broker.kill()
+            _ = broker.wait(seconds: 10)
+            let afterBroker = try #require(modified())
+            #expect(eventually(seconds: 10) { (modified() ?? afterBroker) > afterBroker }, "still refreshed with no broker")
+        }
+
         @Test("credit: with one slow and one fast worker, the fast one processes most items")
         func fastWorkerTakesMostItems() throws {
             let sandbox = try Sandbox("credit")
