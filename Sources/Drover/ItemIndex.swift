@@ -8,7 +8,8 @@ import DroverProtocol
 /// table (see `bucket(_:)`), so a producer cannot choose ids that collide without knowing the seed. Open addressing
 /// with linear probing keeps an entry's key and value in one 24-byte record (one cache miss per
 /// lookup); removal shifts later entries back, so there are no tombstones and lookups never
-/// slow down as items come and go. Grows at half full (linear probing slows sharply past that); never shrinks.
+/// slow down as items come and go. Grows at 3/4 full (growing at half full measured no faster
+/// and costs up to twice the memory); never shrinks.
 struct ItemIndex: Sendable {
     private struct Entry {
         var high: UInt64
@@ -59,7 +60,7 @@ struct ItemIndex: Sendable {
     /// when it was stored.
     mutating func insertIfAbsent(_ id: ItemID, _ value: UInt64) -> UInt64? {
         precondition(value != Self.emptyValue)
-        if (count + 1) * 2 > entries.count { grow() }
+        if (count + 1) * 4 > entries.count * 3 { grow() }
         var position = bucket(id)
         while true {
             let entry = entries[position]
