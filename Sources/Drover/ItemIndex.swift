@@ -4,12 +4,12 @@ import DroverProtocol
 /// (the broker's item table, the producer's unfinished items).
 ///
 /// Why not `Dictionary`: its SipHash of a 16-byte key costs more than everything else a broker
-/// does with an item. Ids are hashed here with a multiply-xorshift mix keyed by a random seed per
-/// table (see `bucket(_:)`), so a producer cannot choose ids that collide without knowing the seed. Open addressing
-/// with linear probing keeps an entry's key and value in one 24-byte record (one cache miss per
-/// lookup); removal shifts later entries back, so there are no tombstones and lookups never
-/// slow down as items come and go. Grows at 3/4 full (growing at half full measured no faster
-/// and costs up to twice the memory); never shrinks.
+/// does with an item. Ids are hashed here with a multiply-xorshift mix keyed by a random seed
+/// per table (see `bucket(_:)`), so a producer cannot choose ids that collide without knowing
+/// the seed. Open addressing with linear probing keeps an entry's key and value in one 24-byte
+/// record (one cache miss per lookup); removal shifts later entries back, so there are no
+/// tombstones and lookups never slow down as items come and go. Grows at 3/4 full (growing at
+/// half full measured no faster and costs up to twice the memory); never shrinks.
 struct ItemIndex: Sendable {
     private struct Entry {
         var high: UInt64
