@@ -3,7 +3,9 @@
 #include <pthread.h>
 #include <spawn.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
@@ -37,4 +39,9 @@ void drover_set_thread_name(const char *name) {
     strncpy(buf, name, 15);
     buf[15] = 0;
     pthread_setname_np(pthread_self(), buf);
+}
+
+void drover_terminate_with_parent(int expected_parent) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != expected_parent) raise(SIGTERM);
 }

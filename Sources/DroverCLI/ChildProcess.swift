@@ -7,6 +7,9 @@ final class ChildProcess {
     let pid: pid_t
     private(set) var exitStatus: Int32? = nil
 
+    /// Set in a child's environment to its parent's pid (see `DroverTool.main`).
+    static let parentVariable = "DROVER_PARENT_PID"
+
     /// Starts this same executable with `arguments`.
     init(role: String, arguments: [String]) throws {
         self.role = role
@@ -18,8 +21,14 @@ final class ChildProcess {
         posix_spawnattr_setpgroup(&attributes, 0)
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
+        // The child learns its parent's pid, and ends (SIGTERM: it drains) if the parent dies
+        // without stopping it, e.g. a Ctrl-C on `drover bench`.
+        var environment = ProcessInfo.processInfo.environment.filter { $0.key != Self.parentVariable }
+        environment[Self.parentVariable] = String(getpid())
+        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { envp.forEach { free($0) } }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, executable, nil, &attributes, argv, environ)
+        let rc = posix_spawn(&pid, executable, nil, &attributes, argv, envp)
         guard rc == 0 else { throw CommandFailure("cannot start \(executable) \(role): \(String(cString: strerror(rc)))") }
         self.pid = pid
     }

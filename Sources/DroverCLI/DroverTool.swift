@@ -1,4 +1,5 @@
 import ArgumentParser
+import CDroverShims
 import Foundation
 
 /// `drover`: one executable, one subcommand per role.
@@ -24,6 +25,10 @@ struct DroverTool: ParsableCommand {
     /// Adds flags from `DROVER_*` environment variables (see ``EnvironmentDefaults``), and lists
     /// them under `drover --help`, then runs as ArgumentParser would.
     static func main() {
+        if let parent = ProcessInfo.processInfo.environment[ChildProcess.parentVariable].flatMap(Int32.init) {
+            unsetenv(ChildProcess.parentVariable)  // not for this process's own children
+            drover_terminate_with_parent(parent)
+        }
         let arguments = Array(CommandLine.arguments.dropFirst())
         if ["--help", "-h", "help"].contains(arguments.first ?? ""), arguments.count == 1 {
             print(helpMessage(columns: nil) + "\n\n" + environmentHelp())

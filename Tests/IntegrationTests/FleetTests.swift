@@ -153,6 +153,21 @@ extension ProcessTests {
             #expect(up.stdout.contains("drover fleet is down"))
         }
 
+        @Test("when drover up is killed outright, its broker, controller and workers stop too")
+        func upKilledTakesItsFleet() throws {
+            let sandbox = try Sandbox("up-killed")
+            defer { sandbox.tearDown() }
+            let ready = sandbox.path("up.ready")
+            let up = try sandbox.start("up", ["up", "--workers", "2", "--echo", "--base-port", "0", "--ready-file", ready])
+            _ = try sandbox.waitForFile(ready, process: up)
+            let children = childProcesses(of: up.pid)
+            defer { for pid in children where isRunning(pid) { kill(pid, SIGKILL) } }  // also if this test fails
+            #expect(children.count == 4, "broker, controller and 2 workers")
+            up.signal(SIGKILL)
+            #expect(eventually(seconds: 30) { children.allSatisfy { !isRunning($0) } },
+                    "still running: \(children.filter(isRunning))")
+        }
+
         @Test("an item whose handler always fails is dead-lettered after exactly the cap, and replay runs it again")
         func deadLetterAndReplay() throws {
             let sandbox = try Sandbox("dlq")
@@ -221,4 +236,23 @@ extension ProcessTests {
             #expect(status.stdout.contains("\"queued\" : 1"), "the item is back in the queue: \(status.stdout)")
         }
     }
+}
+
+/// The pids whose parent is `parent`, from /proc.
+func childProcesses(of parent: Int32) -> [Int32] {
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+    return entries.compactMap(Int32.init).filter { pid in
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return false }
+        // After "pid (comm)": the state, then the parent's pid.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.count > 1 && Int32(fields[1]) == parent
+    }
+}
+
+/// Whether `pid` is a live process (a zombie waiting to be reaped is not).
+func isRunning(_ pid: Int32) -> Bool {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return false }
+    return stat[stat.index(after: close)...].split(separator: " ").first != "Z"
 }

@@ -25,6 +25,11 @@ int drover_timerfd_arm_at(int fd, unsigned long long nanoseconds);
 /// descriptor the worker itself inherited. Returns 0 or an errno value.
 int drover_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest);
 
+/// Asks the kernel to send this process SIGTERM when the thread that started it exits, and
+/// sends it now if that already happened (the parent is no longer `expected_parent`).
+/// For children of `drover up` and `drover bench`, so none outlives a parent that was killed.
+void drover_terminate_with_parent(int expected_parent);
+
 /// Names the calling thread (at most 15 bytes are kept), for `top -H` and debuggers.
 void drover_set_thread_name(const char *name);
 
