@@ -74,7 +74,9 @@ enum EnvironmentDefaults {
     /// `arguments` with the subcommand's flags that the environment sets and the command line
     /// does not.
     static func apply(to arguments: [String], environment: [String: String]) throws -> [String] {
-        guard let (command, depth) = subcommand(in: arguments) else { return arguments }
+        // Reading a subcommand's flags renders its help; skip that when nothing could match.
+        guard environment.keys.contains(where: { $0.hasPrefix(prefix) }),
+              let (command, depth) = subcommand(in: arguments) else { return arguments }
         let given = arguments[depth...].prefix { $0 != "--" }
         var added: [String] = []
         for flag in flags(of: command) {
