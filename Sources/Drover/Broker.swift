@@ -131,7 +131,8 @@ struct BrokerLoop {
             send(peer, .error(error.wireCode, error.detail))
             return
         }
-        dispatcher.seen(peer, now: now)
+        // A hello resets the worker itself (credit included), so it is not a sign to resume.
+        if message.command != .hello { dispatcher.seen(peer, now: now) }
         switch message {
         case .hello(let hello):
             let known = dispatcher.isWorker(peer)

@@ -13,6 +13,7 @@ extension Dispatcher {
                 record.credit = 0
                 record.lastSeen = now
                 record.draining = false
+                record.stalled = false
                 workers[peer] = record
                 removeFromReady(peer, queue: record.queue)
             } else {
@@ -31,7 +32,15 @@ extension Dispatcher {
 
     /// Any message from `peer` shows it is alive.
     public mutating func seen(_ peer: PeerID, now: Int64) {
-        workers[peer]?.lastSeen = now
+        guard var record = workers[peer] else { return }
+        record.lastSeen = now
+        let resumed = record.stalled
+        record.stalled = false
+        workers[peer] = record
+        if resumed && record.credit > 0 && !record.draining {
+            queues[record.queue, default: QueueState()].ready.append(peer)
+            dispatch(record.queue)
+        }
     }
 
     /// A worker granted `amount` more credit.
@@ -104,11 +113,16 @@ extension Dispatcher {
     }
 
     /// A `deliver` could not be sent (the worker's pipe is full or gone): its items return to
-    /// the queue, and the attempt does not count.
+    /// the queue, and the attempt does not count. The worker never saw them, so the credit they
+    /// used is its own again; it gets no more work until it is heard from (``seen(_:now:)``),
+    /// so a full pipe is not retried in a loop.
     public mutating func undelivered(to peer: PeerID, _ deliveries: [Delivery]) {
         guard var record = workers[peer] else { return }
         let returned = deliveries.compactMap { items.endLease($0.id, attempt: $0.attempt, of: &record)?.slot }
+        record.credit = min(record.credit + returned.count, Self.maxCredit)
+        record.stalled = true
         workers[peer] = record
+        removeFromReady(peer, queue: record.queue)
         requeueAtFront(returned)
     }
 

@@ -61,6 +61,8 @@ extension Dispatcher {
         var leased = 0
         var lastSeen: Int64
         var draining = false
+        /// A `deliver` met its full pipe: it gets nothing until it is heard from again.
+        var stalled = false
         var completed = 0
         var handedBack = 0
     }

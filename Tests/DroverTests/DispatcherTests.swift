@@ -327,6 +327,10 @@ struct DispatcherTests {
         d.undelivered(to: w1, sent)
         #expect(d.status(now: 0).queues.first?.queued == 2)
         #expect(d.status(now: 0).queues.first?.leased == 0)
+        #expect(d.status(now: 0).workers.first?.credit == 2, "the worker never saw them: its credit stands")
+        #expect(deliveries(d.takeOutbox()).isEmpty, "nothing more until the worker is heard from")
+        d.seen(w1, now: 1)
+        #expect(deliveries(d.takeOutbox())[w1]?.map(\.id) == sent.map(\.id), "then the same items go to it again")
     }
 }
 
