@@ -215,17 +215,13 @@ struct Benchmark {
     func rawThroughput(size: Int, count: Int) throws -> Double {
         let reports = try ZMQSocket(context, type: .pull, linger: 0)
         try reports.bind("tcp://127.0.0.1:*")
-        let ready = "\(directory)/raw-\(UInt32.random(in: 0...UInt32.max))"
-        let forwarder = try ChildProcess(role: "forwarder", arguments: ["bench-raw", "--role", "forwarder", "--ready-file", ready])
-        var children = [forwarder]
-        defer { for child in children.reversed() { child.stop(within: 2) } }
-        let endpoints = try waitForReadyFile(ready, child: forwarder, seconds: 10)
-        for index in 0..<settings.workers {
-            children.append(try ChildProcess(role: "consumer", arguments: [
-                "bench-raw", "--role", "consumer", "--source", endpoints[1], "--report", try reports.lastEndpoint(), "--index", "\(index)"]))
+        let reportEndpoint = try reports.lastEndpoint()
+        let pipeline = try RawProcesses(self, hub: .forwarder, leaf: .consumer) { index in
+            ["--report", reportEndpoint, "--index", "\(index)"]
         }
+        defer { pipeline.stop() }
         let push = try ZMQSocket(context, type: .push, linger: 0)
-        try push.connect(endpoints[0])
+        try push.connect(pipeline.entry)
         var counts: [UInt32: UInt64] = [:]
         func waitFor(_ total: UInt64) throws {
             try reports.set(.receiveTimeout(milliseconds: 30_000))
@@ -260,32 +256,25 @@ struct Benchmark {
         let times = Times(count)
         // The producer waits for the broker or for this timer, armed for the next item's due
         // time: exact to the microsecond, without spinning on a machine with two cores.
-        let timer = drover_timerfd()
-        guard timer >= 0 else { throw CommandFailure("bench: timerfd_create failed: \(String(cString: strerror(errno)))") }
-        defer { close(timer) }
+        let schedule = try OfferSchedule(rate: rate)
         try producer.begin(onOutcome: { index, _ in
             times.latencies.append(Double(DispatchTime.now().uptimeNanoseconds - times.sent[index]) / 1000)
-        }, alsoWakeOn: timer)
+        }, alsoWakeOn: schedule.timer)
         let payload = [UInt8](repeating: 0x61, count: 16)
-        let interval = 1e9 / Double(rate)
-        let start = DispatchTime.now().uptimeNanoseconds
-        func due(_ index: Int) -> UInt64 { start + UInt64(Double(index) * interval) }
         var index = 0
         while index < count {
             let now = DispatchTime.now().uptimeNanoseconds
-            if now < due(index) {
-                // DispatchTime's uptime is CLOCK_MONOTONIC on Linux, the timer's clock.
-                drover_timerfd_arm_at(timer, due(index))
+            if now < schedule.due(index) {
+                schedule.arm(for: index)
                 try producer.pump(timeoutMilliseconds: 100)
-                var expirations: UInt64 = 0
-                _ = read(timer, &expirations, 8)
+                schedule.clear()
                 continue
             }
             // Everything due by now goes out in one batch, as a producer behind its input would
             // send it. Latency counts from when each item was due, not when it went out, so a
             // producer that falls behind cannot hide the wait.
-            while index < count && due(index) <= now {
-                times.sent[index] = due(index)
+            while index < count && schedule.due(index) <= now {
+                times.sent[index] = schedule.due(index)
                 try producer.offer(payload)
                 index += 1
             }
@@ -303,24 +292,16 @@ struct Benchmark {
     /// Microseconds for a 16-byte message offered at `rate` per second to travel client →
     /// relay → echo → relay → client in plain libzmq: the floor under an item's trip.
     func rawLatencies(rate: Int, count: Int) throws -> [Double] {
-        let ready = "\(directory)/relay-\(UInt32.random(in: 0...UInt32.max))"
-        let relay = try ChildProcess(role: "relay", arguments: ["bench-raw", "--role", "relay", "--ready-file", ready])
-        var children = [relay]
-        defer { for child in children.reversed() { child.stop(within: 2) } }
-        let endpoints = try waitForReadyFile(ready, child: relay, seconds: 10)
-        for _ in 0..<settings.workers {
-            children.append(try ChildProcess(role: "echo", arguments: ["bench-raw", "--role", "echo", "--source", endpoints[1]]))
-        }
+        let pipeline = try RawProcesses(self, hub: .relay, leaf: .echo) { _ in [] }
+        defer { pipeline.stop() }
         let socket = try ZMQSocket(context, type: .dealer, linger: 0)
         try socket.set(.sendHighWaterMark(0))
         try socket.set(.receiveHighWaterMark(0))
-        try socket.connect(endpoints[0])
-        let timer = drover_timerfd()
-        guard timer >= 0 else { throw CommandFailure("bench: timerfd_create failed: \(String(cString: strerror(errno)))") }
-        defer { close(timer) }
+        try socket.connect(pipeline.entry)
+        let schedule = try OfferSchedule(rate: rate)
         var poller = ZMQPoller()
         _ = poller.add(socket)
-        _ = poller.add(fileDescriptor: timer)
+        _ = poller.add(fileDescriptor: schedule.timer)
         // Every echo answers before the clock starts, so the timed run uses all of them.
         try socket.set(.receiveTimeout(milliseconds: 10_000))
         for index in 0..<(settings.workers * 4) {
@@ -330,25 +311,21 @@ struct Benchmark {
         var sent = [UInt64](repeating: 0, count: count)
         var latencies: [Double] = []
         latencies.reserveCapacity(count)
-        let interval = 1e9 / Double(rate)
-        let start = DispatchTime.now().uptimeNanoseconds
-        func due(_ index: Int) -> UInt64 { start + UInt64(Double(index) * interval) }
         var index = 0
-        let limit = start + UInt64(Double(count) * interval) + 30_000_000_000
+        let limit = schedule.due(count) + 30_000_000_000
         while latencies.count < count {
             let now = DispatchTime.now().uptimeNanoseconds
             guard now < limit else { throw CommandFailure("bench: raw echoes did not return within 30 s") }
-            while index < count && due(index) <= now {
-                sent[index] = due(index)
+            while index < count && schedule.due(index) <= now {
+                sent[index] = schedule.due(index)
                 var payload = withUnsafeBytes(of: UInt64(index), Array.init)
                 payload += [UInt8](repeating: 0x61, count: 8)
                 try socket.send([[], payload])
                 index += 1
             }
-            if index < count { drover_timerfd_arm_at(timer, due(index)) }
+            if index < count { schedule.arm(for: index) }
             _ = try poller.poll(timeout: 100)
-            var expirations: UInt64 = 0
-            _ = read(timer, &expirations, 8)
+            schedule.clear()
             while let frames = try socket.receive(dontWait: true) {
                 guard frames.count == 2, frames[1].count == 16 else { continue }
                 let echoed = Int(frames[1].prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
@@ -395,6 +372,65 @@ struct Benchmark {
             .split(separator: ":").last?.trimmingCharacters(in: .whitespaces) ?? "unknown CPU"
         let version = zmqVersion()
         return "\(ProcessInfo.processInfo.activeProcessorCount) cores, \(cpu), libzmq \(version.major).\(version.minor).\(version.patch)"
+    }
+}
+
+/// Due times for items offered at a fixed rate from now, and a timer (a timerfd that a poller
+/// can wait on) armed for one of them: exact to the microsecond, without spinning on a machine
+/// with two cores.
+final class OfferSchedule {
+    let timer: Int32
+    private let start = DispatchTime.now().uptimeNanoseconds
+    private let interval: Double
+
+    init(rate: Int) throws {
+        interval = 1e9 / Double(rate)
+        timer = drover_timerfd()
+        guard timer >= 0 else { throw CommandFailure("bench: timerfd_create failed: \(String(cString: strerror(errno)))") }
+    }
+
+    deinit { close(timer) }
+
+    /// When item `index` is due, in DispatchTime's uptime nanoseconds (CLOCK_MONOTONIC on
+    /// Linux, the timer's clock).
+    func due(_ index: Int) -> UInt64 { start + UInt64(Double(index) * interval) }
+
+    /// Makes ``timer`` readable when item `index` is due.
+    func arm(for index: Int) { drover_timerfd_arm_at(timer, due(index)) }
+
+    /// Reads the timer's expirations, so that it is not readable until armed again.
+    func clear() {
+        var expirations: UInt64 = 0
+        _ = read(timer, &expirations, 8)
+    }
+}
+
+/// The processes of a raw libzmq baseline: a hub (forwarder or relay) and one leaf (consumer
+/// or echo) per worker connected to the hub's far side, stopped together.
+final class RawProcesses {
+    /// Where the bench process connects: the hub's near side.
+    private(set) var entry = ""
+    private var children: [ChildProcess] = []
+
+    init(_ bench: Benchmark, hub: BenchRawCommand.Role, leaf: BenchRawCommand.Role, leafArguments: (Int) -> [String]) throws {
+        let ready = "\(bench.directory)/\(hub.rawValue)-\(UInt32.random(in: 0...UInt32.max))"
+        let process = try ChildProcess(role: hub.rawValue, arguments: ["bench-raw", "--role", hub.rawValue, "--ready-file", ready])
+        children.append(process)
+        do {
+            let endpoints = try waitForReadyFile(ready, child: process, seconds: 10)
+            entry = endpoints[0]
+            for index in 0..<bench.settings.workers {
+                children.append(try ChildProcess(role: leaf.rawValue, arguments: [
+                    "bench-raw", "--role", leaf.rawValue, "--source", endpoints[1]] + leafArguments(index)))
+            }
+        } catch {
+            stop()
+            throw error
+        }
+    }
+
+    func stop() {
+        for child in children.reversed() { child.stop(within: 2) }
     }
 }
 
