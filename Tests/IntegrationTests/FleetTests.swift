@@ -240,21 +240,24 @@ extension ProcessTests {
     }
 }
 
+/// The fields of /proc/PID/stat after "pid (comm)": the state, then the parent's pid, ….
+func procStat(_ pid: Int32) -> [Substring]? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return nil }
+    return stat[stat.index(after: close)...].split(separator: " ")
+}
+
 /// The pids whose parent is `parent`, from /proc.
 func childProcesses(of parent: Int32) -> [Int32] {
     let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
     return entries.compactMap(Int32.init).filter { pid in
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return false }
-        // After "pid (comm)": the state, then the parent's pid.
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        return fields.count > 1 && Int32(fields[1]) == parent
+        guard let fields = procStat(pid), fields.count > 1 else { return false }
+        return Int32(fields[1]) == parent
     }
 }
 
 /// Whether `pid` is a live process (a zombie waiting to be reaped is not).
 func isRunning(_ pid: Int32) -> Bool {
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-          let close = stat.lastIndex(of: ")") else { return false }
-    return stat[stat.index(after: close)...].split(separator: " ").first != "Z"
+    guard let state = procStat(pid)?.first else { return false }
+    return state != "Z"
 }
