@@ -76,15 +76,21 @@ struct ArgumentReader<C: RandomAccessCollection> where C.Element == [UInt8], C.I
 
     /// The remaining frames as packed outcomes.
     mutating func outcomes() throws(ProtocolError) -> [ItemOutcome] {
-        var out: [ItemOutcome] = []
+        let command = command
+        return try records(minimumRecord: Codec.outcomeHeaderBytes + 4) { (records) throws(ProtocolError) in
+            let id = try records.id(), attempt = try records.u32(), raw = try records.byte()
+            guard let status = ItemOutcome.Status(rawValue: raw) else { throw .badValue("\(command): unknown status \(raw)") }
+            return ItemOutcome(id: id, attempt: attempt, status: status, payload: try records.sizedBytes())
+        }
+    }
+
+    /// The remaining frames as packed records, each read by `read`, in order.
+    mutating func records<T>(minimumRecord: Int, _ read: (inout RecordReader) throws(ProtocolError) -> T) throws(ProtocolError) -> [T] {
+        var out: [T] = []
         while !atEnd {
             var records = RecordReader(raw(), command: command)
-            out.reserveCapacity(out.count + records.count(minimumRecord: Codec.outcomeHeaderBytes + 4))
-            while !records.atEnd {
-                let id = try records.id(), attempt = try records.u32(), raw = try records.byte()
-                guard let status = ItemOutcome.Status(rawValue: raw) else { throw .badValue("\(command): unknown status \(raw)") }
-                out.append(ItemOutcome(id: id, attempt: attempt, status: status, payload: try records.sizedBytes()))
-            }
+            out.reserveCapacity(out.count + records.count(minimumRecord: minimumRecord))
+            while !records.atEnd { out.append(try read(&records)) }
         }
         return out
     }

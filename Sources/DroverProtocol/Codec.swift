@@ -145,13 +145,8 @@ public enum Codec {
             }
             let queue = try reader.name()
             let flags = try reader.byte()
-            var items: [SubmittedItem] = []
-            while !reader.atEnd {
-                var records = RecordReader(reader.raw(), command: command)
-                items.reserveCapacity(items.count + records.count(minimumRecord: idSize + 4))
-                while !records.atEnd {
-                    items.append(SubmittedItem(id: try records.id(), payload: try records.sizedBytes()))
-                }
+            let items = try reader.records(minimumRecord: idSize + 4) { (records) throws(ProtocolError) in
+                SubmittedItem(id: try records.id(), payload: try records.sizedBytes())
             }
             return .submit(Submit(queue: queue, wantsResults: flags & 1 != 0, items: items))
         case .accepted:
@@ -168,15 +163,9 @@ public enum Codec {
             try reader.expectCount(1)
             return .credit(try reader.u32())
         case .deliver:
-            var deliveries: [Delivery] = []
-            while !reader.atEnd {
-                var records = RecordReader(reader.raw(), command: command)
-                deliveries.reserveCapacity(deliveries.count + records.count(minimumRecord: refBytes + 4))
-                while !records.atEnd {
-                    deliveries.append(Delivery(id: try records.id(), attempt: try records.u32(), payload: try records.sizedBytes()))
-                }
-            }
-            return .deliver(deliveries)
+            return .deliver(try reader.records(minimumRecord: refBytes + 4) { (records) throws(ProtocolError) in
+                Delivery(id: try records.id(), attempt: try records.u32(), payload: try records.sizedBytes())
+            })
         case .done:
             guard args.count >= 1 else { throw .frameCount("done: missing the credit frame") }
             let credit = try reader.u32()
