@@ -28,14 +28,8 @@ public enum Codec {
             frames += [be16(code.rawValue), Array(text.utf8)]
         case .submit(let s):
             frames += [Array(s.queue.utf8), [s.wantsResults ? 1 : 0]]
-            if !s.items.isEmpty {
-                let size = s.items.count * (idSize + 4) + s.items.reduce(0) { $0 + $1.payload.count }
-                frames.append(FrameWriter.frame(size: size) { frame in
-                    for item in s.items {
-                        frame.id(item.id)
-                        frame.sized(item.payload)
-                    }
-                })
+            appendPacked(s.items, header: idSize, payload: { $0.payload }, to: &frames) { frame, item in
+                frame.id(item.id)
             }
         case .accepted(let ids):
             frames.append(idList(ids))
@@ -46,15 +40,9 @@ public enum Codec {
         case .credit(let n):
             frames.append(be32(n))
         case .deliver(let deliveries):
-            if !deliveries.isEmpty {
-                let size = deliveries.count * (refBytes + 4) + deliveries.reduce(0) { $0 + $1.payload.count }
-                frames.append(FrameWriter.frame(size: size) { frame in
-                    for d in deliveries {
-                        frame.id(d.id)
-                        frame.u32(d.attempt)
-                        frame.sized(d.payload)
-                    }
-                })
+            appendPacked(deliveries, header: refBytes, payload: { $0.payload }, to: &frames) { frame, d in
+                frame.id(d.id)
+                frame.u32(d.attempt)
             }
         case .done(let credit, let outcomes):
             frames.append(be32(credit))
@@ -225,14 +213,23 @@ public enum Codec {
 
     /// Outcomes packed into one frame: per outcome its header, a 4-byte length, the payload.
     static func appendOutcomes(_ outcomes: [ItemOutcome], to frames: inout [[UInt8]]) {
-        guard !outcomes.isEmpty else { return }
-        let size = outcomes.count * (outcomeHeaderBytes + 4) + outcomes.reduce(0) { $0 + $1.payload.count }
+        appendPacked(outcomes, header: outcomeHeaderBytes, payload: { $0.payload }, to: &frames) { frame, o in
+            frame.id(o.id)
+            frame.u32(o.attempt)
+            frame.u8(o.status.rawValue)
+        }
+    }
+
+    /// Packs `records` into one frame (none when empty): per record its `header`-byte header,
+    /// written by `writeHeader`, then its payload as `sized`.
+    static func appendPacked<T>(_ records: [T], header: Int, payload: (T) -> [UInt8], to frames: inout [[UInt8]],
+                                writeHeader: (inout FrameWriter, T) -> Void) {
+        guard !records.isEmpty else { return }
+        let size = records.count * (header + 4) + records.reduce(0) { $0 + payload($1).count }
         frames.append(FrameWriter.frame(size: size) { frame in
-            for o in outcomes {
-                frame.id(o.id)
-                frame.u32(o.attempt)
-                frame.u8(o.status.rawValue)
-                frame.sized(o.payload)
+            for record in records {
+                writeHeader(&frame, record)
+                frame.sized(payload(record))
             }
         })
     }
