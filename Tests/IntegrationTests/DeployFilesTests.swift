@@ -31,6 +31,14 @@ struct DeployFilesTests {
         return try paths.map { ($0, try String(contentsOf: root.appendingPathComponent($0), encoding: .utf8)) }
     }
 
+    /// Every match of `pattern` in `text`, in order.
+    static func matches(of pattern: String, in text: String) throws -> [String] {
+        let ns = text as NSString
+        return try NSRegularExpression(pattern: pattern)
+            .matches(in: text, range: NSRange(location: 0, length: ns.length))
+            .map { ns.substring(with: $0.range) }
+    }
+
     /// `drover SUBCOMMAND --flag …` uses in `text`, with YAML/JSON array punctuation removed, so
     /// `["drover", "status", "--broker", …]` reads as a command line too.
     static func commandLines(in text: String) -> [[String]] {
@@ -81,10 +89,7 @@ struct DeployFilesTests {
         let help = try sandbox.run(["--help"]).stdout
         var seen: Set<String> = []
         for file in try Self.files() {
-            let regex = try NSRegularExpression(pattern: "DROVER_[A-Z_]+")
-            let text = file.text as NSString
-            for match in regex.matches(in: file.text, range: NSRange(location: 0, length: text.length)) {
-                let name = text.substring(with: match.range)
+            for name in try Self.matches(of: "DROVER_[A-Z_]+", in: file.text) {
                 seen.insert(name)
                 guard !Self.handlerVariables.contains(name) else { continue }
                 #expect(help.contains(" \(name)"), "\(file.name): \(name) is not a variable drover reads (see drover --help)")
@@ -100,11 +105,8 @@ struct DeployFilesTests {
         #expect(try sandbox.run(["broker", "--help"]).stdout.contains("(default: tcp://*:5555)"))
         let controller = try sandbox.run(["controller", "--help"]).stdout
         #expect(controller.contains("(default: tcp://*:5556)") && controller.contains("(default: tcp://*:5557)"))
-        let regex = try NSRegularExpression(pattern: "\\b55[0-9]{2}\\b")
         for file in try Self.files() {
-            let text = file.text as NSString
-            for match in regex.matches(in: file.text, range: NSRange(location: 0, length: text.length)) {
-                let port = text.substring(with: match.range)
+            for port in try Self.matches(of: "\\b55[0-9]{2}\\b", in: file.text) {
                 #expect(["5555", "5556", "5557"].contains(port), "\(file.name): port \(port) is not one of Drover's (5555, 5556, 5557)")
             }
         }
