@@ -87,7 +87,7 @@ public final class Producer {
     private var onOutcome: (Int, ItemOutcome) -> Void = { _, _ in }
     private var summary = ProducerSummary()
     /// Unfinished items by index: until accepted, or with `--wait` until their outcome.
-    private var outstanding = UnfinishedItems()
+    private var outstanding: UnfinishedItems
     /// Accepted items still in `outstanding` (`--wait` only).
     private var acceptedCount = 0
     /// Unfinished items to offer again at `retryAt`.
@@ -109,6 +109,7 @@ public final class Producer {
         if let problem = Dispatcher.queueNameProblem(options.queue) { throw DroverError.badOption("--queue: \(problem)") }
         self.options = options
         self.logger = logger
+        outstanding = UnfinishedItems(window: options.window)
         socket = try ZMQSocket(context, type: .dealer, linger: 1000)
         try socket.set(.immediate(true))
         try socket.set(.reconnectIntervalMax(milliseconds: 1000))

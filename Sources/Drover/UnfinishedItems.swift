@@ -1,11 +1,11 @@
-import DroverProtocol
-
 /// A producer's books: the items it still answers for, by input index, with their payloads
 /// (kept to offer them again after a broker restart) and whether the broker has accepted them.
 ///
-/// Entries live in reused slots found through an ``ItemIndex``, for the same reason as the
-/// broker's books: every item is added, accepted and finished once, and a `Dictionary` hash
-/// per step would cost more than the rest of the producer's work.
+/// A producer numbers its items 0, 1, 2, … and they finish in about that order, so the books
+/// are a ring addressed by index: adding, accepting and finishing an item are array accesses
+/// in order, with no hashing. The ring grows up to `ringLimit` entries (twice the window);
+/// an item still unfinished when the ring must move past it (one slow item among a great many
+/// fast ones) moves to a dictionary of stragglers.
 struct UnfinishedItems {
     struct Entry {
         var payload: [UInt8]
@@ -14,47 +14,80 @@ struct UnfinishedItems {
         var accepted = false
     }
 
-    private var slots: [Entry] = []
-    private var freeSlots: [Int] = []
-    private var positions = ItemIndex()
+    private struct Place {
+        var payload: [UInt8] = []
+        var index: UInt64 = 0
+        var present = false
+        var accepted = false
+    }
 
-    var count: Int { positions.count }
+    private var ring: [Place]
+    private var mask: Int
+    /// The lowest index the ring covers; it covers `base ..< base + ring.count`.
+    private var base: UInt64 = 0
+    /// Unfinished items below `base`.
+    private var stragglers: [UInt64: Entry] = [:]
+    private let ringLimit: Int
+    private(set) var count = 0
+    /// Entries in the ring (for tests).
+    var ringSize: Int { ring.count }
 
-    private static func key(_ index: UInt64) -> ItemID { ItemID(high: 0, low: index) }
+    /// `window`: how many items the producer keeps unfinished at most.
+    init(window: Int) {
+        var limit = 1024
+        while limit < window * 2 { limit *= 2 }
+        ringLimit = limit
+        ring = Array(repeating: Place(), count: 1024)
+        mask = ring.count - 1
+    }
 
+    /// Adds the item numbered `index`; indices come in increasing order.
     mutating func add(_ index: UInt64, payload: [UInt8]) {
-        let entry = Entry(payload: payload, index: index)
-        let slot: Int
-        if let reused = freeSlots.popLast() {
-            slot = reused
-            slots[slot] = entry
-        } else {
-            slot = slots.count
-            slots.append(entry)
+        precondition(index >= base, "item index \(index) added out of order")
+        while index - base >= UInt64(ring.count) {
+            let place = ring[Int(base) & mask]
+            if place.present {
+                if ring.count < ringLimit { grow(); continue }
+                stragglers[place.index] = Entry(payload: place.payload, index: place.index, accepted: place.accepted)
+                ring[Int(base) & mask] = Place()
+            }
+            base += 1
         }
-        if positions.insertIfAbsent(Self.key(index), UInt64(slot)) != nil {
-            preconditionFailure("item index \(index) added twice")
-        }
+        ring[Int(index) & mask] = Place(payload: payload, index: index, present: true)
+        count += 1
     }
 
     subscript(index: UInt64) -> Entry? {
-        positions[Self.key(index)].map { slots[Int($0)] }
+        if let position = position(index) {
+            let place = ring[position]
+            return Entry(payload: place.payload, index: index, accepted: place.accepted)
+        }
+        return stragglers[index]
     }
 
     /// Marks an item accepted; `false` when it is unknown or was already accepted.
     mutating func markAccepted(_ index: UInt64) -> Bool {
-        guard let slot = positions[Self.key(index)].map(Int.init), !slots[slot].accepted else { return false }
-        slots[slot].accepted = true
+        if let position = position(index) {
+            guard !ring[position].accepted else { return false }
+            ring[position].accepted = true
+            return true
+        }
+        guard let entry = stragglers[index], !entry.accepted else { return false }
+        stragglers[index]!.accepted = true
         return true
     }
 
     /// Forgets an item; returns it, or `nil` when it is unknown.
     @discardableResult
     mutating func remove(_ index: UInt64) -> Entry? {
-        guard let slot = positions.remove(Self.key(index)).map(Int.init) else { return nil }
-        let entry = slots[slot]
-        slots[slot].payload = []
-        freeSlots.append(slot)
+        if let position = position(index) {
+            let place = ring[position]
+            ring[position] = Place()
+            count -= 1
+            return Entry(payload: place.payload, index: index, accepted: place.accepted)
+        }
+        guard let entry = stragglers.removeValue(forKey: index) else { return nil }
+        count -= 1
         return entry
     }
 
@@ -63,16 +96,37 @@ struct UnfinishedItems {
     mutating func resetAcceptance() -> [UInt64] {
         var indices: [UInt64] = []
         indices.reserveCapacity(count)
-        for slot in slots.indices where positions[Self.key(slots[slot].index)] == UInt64(slot) {
-            slots[slot].accepted = false
-            indices.append(slots[slot].index)
+        for index in stragglers.keys {
+            stragglers[index]!.accepted = false
+            indices.append(index)
+        }
+        for position in ring.indices where ring[position].present {
+            ring[position].accepted = false
+            indices.append(ring[position].index)
         }
         return indices.sorted()
     }
 
     mutating func removeAll() {
-        slots.removeAll()
-        freeSlots.removeAll()
-        positions.removeAll()
+        for position in ring.indices { ring[position] = Place() }
+        stragglers.removeAll()
+        base = 0
+        count = 0
+    }
+
+    /// Where `index` is in the ring, if it is there.
+    private func position(_ index: UInt64) -> Int? {
+        guard index >= base, index - base < UInt64(ring.count) else { return nil }
+        let position = Int(index) & mask
+        let place = ring[position]
+        return place.present && place.index == index ? position : nil
+    }
+
+    private mutating func grow() {
+        var larger = Array(repeating: Place(), count: ring.count * 2)
+        let newMask = larger.count - 1
+        for place in ring where place.present { larger[Int(place.index) & newMask] = place }
+        ring = larger
+        mask = newMask
     }
 }

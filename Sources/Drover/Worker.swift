@@ -20,7 +20,7 @@ public final class Worker: Sendable {
 
     /// What other threads leave for the I/O thread.
     struct Mailbox {
-        var outcomes: [ItemOutcome] = []
+        var outcomes: [FinishedJob] = []
         var drainRequested: String? = nil
         var stopRequested = false
     }
@@ -83,8 +83,9 @@ public final class Worker: Sendable {
         }
 
         let batch = options.outcomeBatch
-        let pool = HandlerPool<Delivery>(threads: options.threads, capacity: options.capacity, name: "drover-handler") {
-            [self, queue = options.queue, name = options.name] delivery, pool in
+        let pool = HandlerPool<HeldJob>(threads: options.threads, capacity: options.capacity, name: "drover-handler") {
+            [self, queue = options.queue, name = options.name] job, pool in
+            let delivery = job.delivery
             let item = WorkItem(id: delivery.id, attempt: delivery.attempt, queue: queue, payload: delivery.payload, worker: name)
             let outcome: ItemOutcome
             do {
@@ -93,7 +94,7 @@ public final class Worker: Sendable {
                 outcome = ItemOutcome(id: item.id, attempt: item.attempt, status: .failed, payload: Array("\(error)".utf8))
             }
             let waiting = self.mailbox.withLock { box in
-                box.outcomes.append(outcome)
+                box.outcomes.append(FinishedJob(slot: job.slot, outcome: outcome))
                 return box.outcomes.count
             }
             // Wake the I/O thread when the outcomes make a batch, or when no job is queued (the

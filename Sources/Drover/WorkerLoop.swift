@@ -21,15 +21,15 @@ struct WorkerLoop {
     let worker: Worker
     let broker: ZMQSocket
     let control: ZMQSocket?
-    let pool: HandlerPool<Delivery>
+    let pool: HandlerPool<HeldJob>
     var logger: Logger { worker.logger }
     var options: WorkerOptions { worker.options }
 
     var phase = Phase.serving
     var registered = false
     var wroteReadyFile = false
-    /// Deliveries handed to the pool and not yet finished: id → attempt.
-    var inPool = ItemIndex()
+    /// Deliveries handed to the pool and not yet finished.
+    var inPool: HeldItems
     /// Outcomes the broker has not taken yet (it was unreachable when they finished).
     var unsentOutcomes: [ItemOutcome] = []
     /// Slots freed since the broker last heard of our credit: sent with the next `done`.
@@ -67,11 +67,12 @@ struct WorkerLoop {
     /// outcomes and goodbye are delivered rather than redelivered elsewhere.
     static let goodbyeWaitMilliseconds: Int64 = 30_000
 
-    init(worker: Worker, broker: ZMQSocket, control: ZMQSocket?, pool: HandlerPool<Delivery>) {
+    init(worker: Worker, broker: ZMQSocket, control: ZMQSocket?, pool: HandlerPool<HeldJob>) {
         self.worker = worker
         self.broker = broker
         self.control = control
         self.pool = pool
+        inPool = HeldItems(capacity: worker.options.capacity)
     }
 
     mutating func run() throws -> WorkerExit {
@@ -169,10 +170,18 @@ struct WorkerLoop {
             }
             applyFleet(welcome.fleet, from: "broker", now: now)
         case .deliver(let deliveries):
-            var taken = 0
-            if case .serving = phase { taken = pool.submit(contentsOf: deliveries) }
-            for d in deliveries[..<taken] { inPool.set(d.id, UInt64(d.attempt)) }
-            let refused = deliveries[taken...].map { DeliveryRef(id: $0.id, attempt: $0.attempt) }
+            var jobs: [HeldJob] = []
+            if case .serving = phase {
+                jobs.reserveCapacity(deliveries.count)
+                for d in deliveries {
+                    guard let slot = inPool.hold(d) else { break }
+                    jobs.append(HeldJob(slot: slot, delivery: d))
+                }
+                let taken = pool.submit(contentsOf: jobs)
+                for job in jobs[taken...] { inPool.release(job.slot, id: job.delivery.id, attempt: job.delivery.attempt) }
+                jobs.removeSubrange(taken...)
+            }
+            let refused = deliveries[jobs.count...].map { DeliveryRef(id: $0.id, attempt: $0.attempt) }
             if !refused.isEmpty {
                 if case .serving = phase {
                     logger.error("the broker sent more items than this worker's credit; handing them back", metadata: ["items": "\(refused.count)"])
@@ -203,9 +212,12 @@ struct WorkerLoop {
     // MARK: Work
 
     /// Items finished on the handler threads: their slots are free again.
-    mutating func finished(_ outcomes: [ItemOutcome], now: Int64) {
-        for o in outcomes {
-            if let position = inPool.find(o.id), inPool.value(at: position) == UInt64(o.attempt) { inPool.remove(at: position) }
+    mutating func finished(_ jobs: [FinishedJob], now: Int64) {
+        var outcomes: [ItemOutcome] = []
+        outcomes.reserveCapacity(jobs.count)
+        for job in jobs {
+            inPool.release(job.slot, id: job.outcome.id, attempt: job.outcome.attempt)
+            outcomes.append(job.outcome)
         }
         if case .serving = phase { creditOwed += outcomes.count }
         report(outcomes, now: now)
@@ -232,11 +244,11 @@ struct WorkerLoop {
     mutating func beginDrain(reason: String, deadline: UInt32, now: Int64) {
         guard case .serving = phase else { return }
         let unstarted = pool.takeUnstarted()
-        for d in unstarted { inPool.remove(d.id) }
+        for job in unstarted { inPool.release(job.slot, id: job.delivery.id, attempt: job.delivery.attempt) }
         phase = .draining(deadline: now + Int64(deadline), reason: reason)
         logger.notice("draining", metadata: ["reason": "\(reason)", "handing-back": "\(unstarted.count)",
                                              "running": "\(inPool.count)", "deadline-ms": "\(deadline)"])
-        handBack(unstarted.map { DeliveryRef(id: $0.id, attempt: $0.attempt) }, now: now)
+        handBack(unstarted.map { DeliveryRef(id: $0.delivery.id, attempt: $0.delivery.attempt) }, now: now)
     }
 
     /// Hands deliveries back now, or when the broker is reachable again.
@@ -278,7 +290,7 @@ struct WorkerLoop {
             if inPool.isEmpty {
                 leave(.drained(reason: reason), byeReason: reason, now: now)
             } else if now >= deadline {
-                let abandoned = inPool.map { DeliveryRef(id: $0, attempt: UInt32($1)) }
+                let abandoned = inPool.all
                 logger.warning("drain deadline passed; handing running items back and stopping them",
                                metadata: ["items": "\(abandoned.count)"])
                 worker.handler.cancelRunning()
