@@ -1,15 +1,26 @@
 import DroverProtocol
 
-/// A hash table from ``ItemID`` to a 64-bit value, for the books that every item passes through
-/// (the broker's item table, the producer's unfinished items).
+/// A hash table from ``ItemID`` to a 64-bit value: the broker's index of every item it holds or
+/// completed recently.
 ///
 /// Why not `Dictionary`: its SipHash of a 16-byte key costs more than everything else a broker
 /// does with an item. Ids are hashed here with a multiply-xorshift mix keyed by a random seed
-/// per table (see `bucket(_:)`), so a producer cannot choose ids that collide without knowing
-/// the seed. Open addressing with linear probing keeps an entry's key and value in one 24-byte
-/// record (one cache miss per lookup); removal shifts later entries back, so there are no
-/// tombstones and lookups never slow down as items come and go. Grows at 3/4 full (growing at
-/// half full measured no faster and costs up to twice the memory); never shrinks.
+/// per table (see `hash(_:)`), so a producer cannot choose ids that collide without knowing
+/// the seed.
+///
+/// The layout, after the "Swiss table" and F14 designs:
+/// - Buckets come in aligned chunks of 8. Ids that differ only in the last 3 bits of `low` (a
+///   producer numbers its items, so those are neighbours in time) share a home chunk: the
+///   broker meets ids in about the order they were made, so consecutive lookups hit the same
+///   few cache lines.
+/// - Each chunk has 8 one-byte tags (0 for an empty bucket, else 7 bits of the id with the top
+///   bit set), compared all at once as one 64-bit word: a probe reads an entry only when its
+///   tag matches.
+/// - A full chunk passes new ids on to the next chunk, and counts them in its `overflow`; a
+///   lookup stops at the first chunk whose count is 0. Removal clears the tag and walks back
+///   from the home chunk lowering those counts, so nothing moves, there are no tombstones, and
+///   lookups do not slow down as items come and go.
+/// Grows at 3/4 full (the memory scenario's budget allows no more); never shrinks.
 struct ItemIndex: Sendable {
     private struct Entry {
         var high: UInt64
@@ -17,33 +28,46 @@ struct ItemIndex: Sendable {
         var value: UInt64
     }
 
-    /// Marks an empty bucket; the one value that cannot be stored.
-    static let emptyValue = UInt64.max
-    private static let minimumCapacity = 64
+    private static let minimumChunks = 8
+    private static let lows: UInt64 = 0x0101_0101_0101_0101
+    private static let highs: UInt64 = 0x8080_8080_8080_8080
 
     private var entries: [Entry]
-    private var mask: Int
+    private var tags: [UInt64]
+    private var overflow: [UInt32]
+    private var chunkMask: Int
     private let seed: UInt64
     private(set) var count = 0
 
     /// Every id is hashed with `seed`, never by its value alone: consecutive ids (a producer
-    /// numbers its items) would otherwise fill one run of buckets, and removing from the
-    /// middle of a run scans to its end.
+    /// numbers its items) would otherwise fill one run of chunks.
     init(seed: UInt64 = UInt64.random(in: 0...UInt64.max)) {
         self.seed = seed | 1
-        entries = Array(repeating: Entry(high: 0, low: 0, value: Self.emptyValue), count: Self.minimumCapacity)
-        mask = Self.minimumCapacity - 1
+        (entries, tags, overflow) = Self.storage(chunks: Self.minimumChunks)
+        chunkMask = Self.minimumChunks - 1
+    }
+
+    private static func storage(chunks: Int) -> ([Entry], [UInt64], [UInt32]) {
+        (Array(repeating: Entry(high: 0, low: 0, value: 0), count: chunks * 8),
+         Array(repeating: 0, count: chunks), Array(repeating: 0, count: chunks))
     }
 
     /// Where `id` is, if present: pass the position to ``value(at:)``, ``setValue(_:at:)`` or
     /// ``remove(at:)`` before changing the table in any other way.
     func find(_ id: ItemID) -> Int? {
-        var position = bucket(id)
+        let h = hash(id)
+        let pattern = Self.lows &* UInt64(Self.tag(id, h))
+        var chunk = Int(truncatingIfNeeded: h) & chunkMask
         while true {
-            let entry = entries[position]
-            if entry.value == Self.emptyValue { return nil }
-            if entry.high == id.high && entry.low == id.low { return position }
-            position = (position + 1) & mask
+            var matches = Self.zeroBytes(tags[chunk] ^ pattern)
+            while matches != 0 {
+                let position = chunk << 3 | matches.trailingZeroBitCount >> 3
+                let entry = entries[position]
+                if entry.low == id.low && entry.high == id.high { return position }
+                matches &= matches &- 1
+            }
+            if overflow[chunk] == 0 { return nil }
+            chunk = (chunk + 1) & chunkMask
         }
     }
 
@@ -52,26 +76,16 @@ struct ItemIndex: Sendable {
     func value(at position: Int) -> UInt64 { entries[position].value }
 
     mutating func setValue(_ value: UInt64, at position: Int) {
-        precondition(value != Self.emptyValue)
         entries[position].value = value
     }
 
     /// Stores `value` for `id` unless `id` is present; returns the present value, or `nil`
     /// when it was stored.
     mutating func insertIfAbsent(_ id: ItemID, _ value: UInt64) -> UInt64? {
-        precondition(value != Self.emptyValue)
+        if let position = find(id) { return entries[position].value }
         if (count + 1) * 4 > entries.count * 3 { grow() }
-        var position = bucket(id)
-        while true {
-            let entry = entries[position]
-            if entry.value == Self.emptyValue {
-                entries[position] = Entry(high: id.high, low: id.low, value: value)
-                count += 1
-                return nil
-            }
-            if entry.high == id.high && entry.low == id.low { return entry.value }
-            position = (position + 1) & mask
-        }
+        place(id, value, hash(id))
+        return nil
     }
 
     /// Removes `id`; returns its value.
@@ -83,62 +97,90 @@ struct ItemIndex: Sendable {
         return value
     }
 
-    /// Removes the entry at `position` (from ``find(_:)``), moving back any later entry of the
-    /// same probe run that would otherwise become unreachable.
+    /// Removes the entry at `position` (from ``find(_:)``); nothing else moves.
     mutating func remove(at position: Int) {
-        var hole = position
-        var next = (hole + 1) & mask
-        while entries[next].value != Self.emptyValue {
-            let home = bucket(ItemID(high: entries[next].high, low: entries[next].low))
-            // The entry at `next` may fill the hole unless its home lies cyclically in (hole, next].
-            if (next - home) & mask >= (next - hole) & mask {
-                entries[hole] = entries[next]
-                hole = next
-            }
-            next = (next + 1) & mask
+        let chunk = position >> 3
+        tags[chunk] &= ~(0xFF << UInt64((position & 7) << 3))
+        var passed = Int(truncatingIfNeeded: hash(ItemID(high: entries[position].high, low: entries[position].low))) & chunkMask
+        while passed != chunk {
+            overflow[passed] -= 1
+            passed = (passed + 1) & chunkMask
         }
-        entries[hole].value = Self.emptyValue
         count -= 1
     }
 
     /// Stores `value` for `id`, replacing any value it had.
     mutating func set(_ id: ItemID, _ value: UInt64) {
-        if insertIfAbsent(id, value) != nil { setValue(value, at: find(id)!) }
+        if let position = find(id) { entries[position].value = value } else { _ = insertIfAbsent(id, value) }
     }
 
     /// Every id and its value, in no particular order.
     func map<T>(_ transform: (ItemID, UInt64) -> T) -> [T] {
-        entries.compactMap { $0.value == Self.emptyValue ? nil : transform(ItemID(high: $0.high, low: $0.low), $0.value) }
+        entries.indices.compactMap { position in
+            guard tags[position >> 3] >> UInt64((position & 7) << 3) & 0x80 != 0 else { return nil }
+            return transform(ItemID(high: entries[position].high, low: entries[position].low), entries[position].value)
+        }
     }
 
     var isEmpty: Bool { count == 0 }
 
     mutating func removeAll() {
-        for index in entries.indices { entries[index].value = Self.emptyValue }
+        for chunk in tags.indices { tags[chunk] = 0; overflow[chunk] = 0 }
         count = 0
     }
 
-    /// Ids that differ only in the last 3 bits of `low` (a producer numbers its items, so
-    /// those are neighbours in time) share an aligned block of 8 buckets, in order: the broker
-    /// meets ids in about the order they were made, so consecutive lookups hit the same few
-    /// cache lines. Which block is decided by the seeded hash of everything else.
-    private func bucket(_ id: ItemID) -> Int {
+    // MARK: Hashing and placing
+
+    /// The seeded hash of everything but the last 3 bits of `low`: ids made together share it,
+    /// and so their home chunk.
+    private func hash(_ id: ItemID) -> UInt64 {
         var h = (id.high ^ seed) &* 0x9E37_79B9_7F4A_7C15
         h ^= ((id.low >> 3) &+ seed) &* 0xC2B2_AE3D_27D4_EB4F
         h ^= h >> 31
         h &*= 0xBF58_476D_1CE4_E5B9
         h ^= h >> 29
-        return Int(truncatingIfNeeded: h << 3 | (id.low & 7)) & mask
+        return h
+    }
+
+    /// The id's tag byte: top bit set, the last 3 bits of `low` (so ids made together have
+    /// distinct tags), and 4 bits of the hash that the chunk number does not use.
+    private static func tag(_ id: ItemID, _ h: UInt64) -> UInt8 {
+        0x80 | UInt8(truncatingIfNeeded: h >> 57) & 0x78 | UInt8(truncatingIfNeeded: id.low & 7)
+    }
+
+    /// A byte with its top bit set for every zero byte of `x` (and possibly for a byte after
+    /// one; callers check the entry).
+    private static func zeroBytes(_ x: UInt64) -> UInt64 { (x &- lows) & ~x & highs }
+
+    /// Puts an id known to be absent into its home chunk, or the first chunk after it with room.
+    private mutating func place(_ id: ItemID, _ value: UInt64, _ h: UInt64) {
+        var chunk = Int(truncatingIfNeeded: h) & chunkMask
+        while true {
+            let free = ~tags[chunk] & Self.highs
+            if free != 0 {
+                // The bucket numbered by the id's last 3 bits if it is free, else the first free.
+                let preferred = Int(id.low & 7)
+                let slot = free >> UInt64(preferred << 3 | 7) & 1 != 0 ? preferred : free.trailingZeroBitCount >> 3
+                entries[chunk << 3 | slot] = Entry(high: id.high, low: id.low, value: value)
+                tags[chunk] |= UInt64(Self.tag(id, h)) << UInt64(slot << 3)
+                count += 1
+                return
+            }
+            overflow[chunk] += 1
+            chunk = (chunk + 1) & chunkMask
+        }
     }
 
     private mutating func grow() {
-        let old = entries
-        entries = Array(repeating: Entry(high: 0, low: 0, value: Self.emptyValue), count: old.count * 2)
-        mask = entries.count - 1
-        for entry in old where entry.value != Self.emptyValue {
-            var position = bucket(ItemID(high: entry.high, low: entry.low))
-            while entries[position].value != Self.emptyValue { position = (position + 1) & mask }
-            entries[position] = entry
+        let (oldEntries, oldTags) = (entries, tags)
+        let chunks = tags.count * 2
+        (entries, tags, overflow) = Self.storage(chunks: chunks)
+        chunkMask = chunks - 1
+        count = 0
+        for position in oldEntries.indices where oldTags[position >> 3] >> UInt64((position & 7) << 3) & 0x80 != 0 {
+            let entry = oldEntries[position]
+            let id = ItemID(high: entry.high, low: entry.low)
+            place(id, entry.value, hash(id))
         }
     }
 }
