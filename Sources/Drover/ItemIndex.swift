@@ -32,9 +32,15 @@ struct ItemIndex: Sendable {
     private static let lows: UInt64 = 0x0101_0101_0101_0101
     private static let highs: UInt64 = 0x8080_8080_8080_8080
 
+    /// A chunk's tags and overflow count, side by side: an unsuccessful lookup (every new id)
+    /// reads both, and this way that is one cache miss.
+    private struct Chunk {
+        var tags: UInt64 = 0
+        var overflow: UInt32 = 0
+    }
+
     private var entries: [Entry]
-    private var tags: [UInt64]
-    private var overflow: [UInt32]
+    private var chunks: [Chunk]
     private var chunkMask: Int
     private let seed: UInt64
     private(set) var count = 0
@@ -45,13 +51,12 @@ struct ItemIndex: Sendable {
     /// numbers its items) would otherwise fill one run of chunks.
     init(seed: UInt64 = UInt64.random(in: 0...UInt64.max)) {
         self.seed = seed | 1
-        (entries, tags, overflow) = Self.storage(chunks: Self.minimumChunks)
+        (entries, chunks) = Self.storage(chunks: Self.minimumChunks)
         chunkMask = Self.minimumChunks - 1
     }
 
-    private static func storage(chunks: Int) -> ([Entry], [UInt64], [UInt32]) {
-        (Array(repeating: Entry(high: 0, low: 0, value: 0), count: chunks * 8),
-         Array(repeating: 0, count: chunks), Array(repeating: 0, count: chunks))
+    private static func storage(chunks: Int) -> ([Entry], [Chunk]) {
+        (Array(repeating: Entry(high: 0, low: 0, value: 0), count: chunks * 8), Array(repeating: Chunk(), count: chunks))
     }
 
     /// Where `id` is, if present: pass the position to ``value(at:)``, ``setValue(_:at:)`` or
@@ -61,14 +66,15 @@ struct ItemIndex: Sendable {
         let pattern = Self.lows &* UInt64(Self.tag(id, h))
         var chunk = Int(truncatingIfNeeded: h) & chunkMask
         while true {
-            var matches = Self.zeroBytes(tags[chunk] ^ pattern)
+            let meta = chunks[chunk]
+            var matches = Self.zeroBytes(meta.tags ^ pattern)
             while matches != 0 {
                 let position = chunk << 3 | matches.trailingZeroBitCount >> 3
                 let entry = entries[position]
                 if entry.low == id.low && entry.high == id.high { return position }
                 matches &= matches &- 1
             }
-            if overflow[chunk] == 0 { return nil }
+            if meta.overflow == 0 { return nil }
             chunk = (chunk + 1) & chunkMask
         }
     }
@@ -109,10 +115,10 @@ struct ItemIndex: Sendable {
     mutating func remove(at position: Int, id: ItemID) {
         assert(entries[position].high == id.high && entries[position].low == id.low)
         let chunk = position >> 3
-        tags[chunk] &= ~(0xFF << UInt64((position & 7) << 3))
+        chunks[chunk].tags &= ~(0xFF << UInt64((position & 7) << 3))
         var passed = Int(truncatingIfNeeded: hash(id)) & chunkMask
         while passed != chunk {
-            overflow[passed] -= 1
+            chunks[passed].overflow -= 1
             passed = (passed + 1) & chunkMask
         }
         count -= 1
@@ -126,7 +132,7 @@ struct ItemIndex: Sendable {
     /// Every id and its value, in no particular order.
     func map<T>(_ transform: (ItemID, UInt64) -> T) -> [T] {
         entries.indices.compactMap { position in
-            guard tags[position >> 3] >> UInt64((position & 7) << 3) & 0x80 != 0 else { return nil }
+            guard chunks[position >> 3].tags >> UInt64((position & 7) << 3) & 0x80 != 0 else { return nil }
             return transform(ItemID(high: entries[position].high, low: entries[position].low), entries[position].value)
         }
     }
@@ -134,7 +140,7 @@ struct ItemIndex: Sendable {
     var isEmpty: Bool { count == 0 }
 
     mutating func removeAll() {
-        for chunk in tags.indices { tags[chunk] = 0; overflow[chunk] = 0 }
+        for chunk in chunks.indices { chunks[chunk] = Chunk() }
         count = 0
     }
 
@@ -165,29 +171,29 @@ struct ItemIndex: Sendable {
     private mutating func place(_ id: ItemID, _ value: UInt64, _ h: UInt64) {
         var chunk = Int(truncatingIfNeeded: h) & chunkMask
         while true {
-            let free = ~tags[chunk] & Self.highs
+            let free = ~chunks[chunk].tags & Self.highs
             if free != 0 {
                 // The bucket numbered by the id's last 3 bits if it is free, else the first free.
                 let preferred = Int(id.low & 7)
                 let slot = free >> UInt64(preferred << 3 | 7) & 1 != 0 ? preferred : free.trailingZeroBitCount >> 3
                 entries[chunk << 3 | slot] = Entry(high: id.high, low: id.low, value: value)
-                tags[chunk] |= UInt64(Self.tag(id, h)) << UInt64(slot << 3)
+                chunks[chunk].tags |= UInt64(Self.tag(id, h)) << UInt64(slot << 3)
                 count += 1
                 return
             }
-            overflow[chunk] += 1
+            chunks[chunk].overflow += 1
             chunk = (chunk + 1) & chunkMask
         }
     }
 
     private mutating func grow() {
-        let (oldEntries, oldTags) = (entries, tags)
-        let chunks = tags.count * 2
+        let (oldEntries, oldChunks) = (entries, chunks)
+        let count = chunks.count * 2
         growths &+= 1
-        (entries, tags, overflow) = Self.storage(chunks: chunks)
-        chunkMask = chunks - 1
-        count = 0
-        for position in oldEntries.indices where oldTags[position >> 3] >> UInt64((position & 7) << 3) & 0x80 != 0 {
+        (entries, chunks) = Self.storage(chunks: count)
+        chunkMask = count - 1
+        self.count = 0
+        for position in oldEntries.indices where oldChunks[position >> 3].tags >> UInt64((position & 7) << 3) & 0x80 != 0 {
             let entry = oldEntries[position]
             let id = ItemID(high: entry.high, low: entry.low)
             place(id, entry.value, hash(id))
