@@ -97,13 +97,13 @@ struct ItemTable: Sendable {
         release(slot)
         guard recentCapacity > 0 else { return index.remove(at: position) }
         index.setValue(Self.recentFlag | (recentBase + UInt64(recent.count)), at: position)
-        recent.append(RecentCompletion(id: id, outcome: outcome, position: UInt32(position), growths: index.growths))
+        recent.append(RecentCompletion(id: id, outcome: outcome, position: position, growths: index.growths))
         recentPayloadBytes += outcome?.payload.count ?? 0
         while recent.count > recentCapacity || recentPayloadBytes > recentPayloadBudget, let oldest = recent.popFirst() {
             recentPayloadBytes -= oldest.outcome?.payload.count ?? 0
             // Its place in the index is known unless the index has grown since.
             if oldest.growths == index.growths {
-                index.remove(at: Int(oldest.position), id: oldest.id)
+                index.remove(at: oldest.position, id: oldest.id)
             } else if let gone = index.find(oldest.id), index.value(at: gone) == Self.recentFlag | recentBase {
                 index.remove(at: gone)
             }
@@ -182,7 +182,7 @@ extension ItemTable {
         var id: ItemID
         var outcome: ItemOutcome?
         /// Where the id is in the index, as of its `growths`.
-        var position: UInt32
+        var position: Int
         var growths: UInt32
     }
 

@@ -285,6 +285,27 @@ struct DispatcherTests {
         #expect(d.itemsHeld == 1)
     }
 
+    @Test("thousands of numbered items complete and are forgotten oldest first, through the index's pages")
+    func manyNumberedItemsComplete() {
+        var limits = DispatcherLimits(maxItemBytes: 100, maxItems: 10_000, workerLivenessMilliseconds: 3000)
+        limits.dedupWindow = 300
+        var d = Dispatcher(limits: limits, seed: 2)
+        join(&d, w1)
+        for start in stride(from: 0 as UInt64, to: 5_000, by: 250) {
+            submit(&d, start...(start + 249))
+            d.credit(from: w1, 250)
+            let got = deliveries(d.takeOutbox())[w1] ?? []
+            #expect(got.count == 250)
+            d.done(from: w1, credit: 0, got.map { ItemOutcome(id: $0.id, attempt: $0.attempt, status: .succeeded, payload: []) }, now: 0)
+            _ = d.takeOutbox()
+        }
+        #expect(d.counters.completed == 5_000)
+        #expect(d.itemsHeld == 0)
+        submit(&d, 4_600...4_999)
+        #expect(d.counters.duplicates == 300, "the last 300 completed are remembered")
+        #expect(d.counters.accepted == 5_100, "the 100 before them were forgotten and are accepted as new")
+    }
+
     @Test("a deep queue goes to each worker in one batch, split between workers with credit")
     func deepQueueInBatches() {
         var d = makeDispatcher()
