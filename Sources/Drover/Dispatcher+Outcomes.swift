@@ -63,6 +63,7 @@ extension Dispatcher {
     mutating func scheduleRetry(_ slot: UInt32, now: Int64) {
         counters.retried += 1
         items[slot].state = .retrying
+        items.ownPayload(slot)
         let due = now + backoff(failures: items[slot].item.failures)
         // Latest due first, so the next one is always `last`.
         var low = 0, high = retries.count
@@ -79,6 +80,7 @@ extension Dispatcher {
         counters.failed += 1
         counters.deadLettered += 1
         items[slot].state = .dead
+        items.ownPayload(slot)
         deadOrder.append(slot)
         deadSince[slot] = now
         let producer = items[slot].producer

@@ -40,7 +40,11 @@ extension Dispatcher {
     struct Item: Sendable {
         var id: ItemID
         var queue: String
-        var payload: [UInt8]
+        /// A slice of the `submit` frame it came in while it is queued or running: items of one
+        /// batch come and go together, so sharing the frame saves a copy and an allocation per
+        /// item. An item that may stay long (waiting to retry, dead) gets its own copy
+        /// (``ItemTable/ownPayload(_:)``), so that it does not keep its whole batch's frame alive.
+        var payload: ArraySlice<UInt8>
         /// Deliveries made so far; the next delivery's attempt is `deliveries + 1`.
         var deliveries: UInt32 = 0
         /// Deliveries that failed or whose worker died; counted against the queue's cap.

@@ -111,6 +111,12 @@ struct ItemTable: Sendable {
         }
     }
 
+    /// Gives the item in `slot` a payload of its own instead of a slice of the frame it came
+    /// in, before it settles somewhere it may stay long.
+    mutating func ownPayload(_ slot: UInt32) {
+        slots[Int(slot)].item.payload = Array(slots[Int(slot)].item.payload)[...]
+    }
+
     private mutating func release(_ slot: UInt32) {
         // Drop the payload now; the slot's other fields are overwritten on reuse.
         slots[Int(slot)].item.payload = []

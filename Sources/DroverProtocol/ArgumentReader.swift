@@ -136,6 +136,13 @@ struct RecordReader {
         }
     }
 
+    /// A 4-byte length, then that many bytes, as a slice of the frame: no copy.
+    mutating func sizedSlice() throws(ProtocolError) -> ArraySlice<UInt8> {
+        let count = Int(try u32())
+        let start = try take(count, "a payload")
+        return frame[start..<(start + count)]
+    }
+
     /// A 4-byte length, then that many bytes.
     mutating func sizedBytes() throws(ProtocolError) -> [UInt8] {
         let count = Int(try u32())

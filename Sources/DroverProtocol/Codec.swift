@@ -134,7 +134,7 @@ public enum Codec {
             let queue = try reader.name()
             let flags = try reader.byte()
             let items = try reader.records(minimumRecord: idSize + 4) { (records) throws(ProtocolError) in
-                SubmittedItem(id: try records.id(), payload: try records.sizedBytes())
+                SubmittedItem(id: try records.id(), payload: try records.sizedSlice())
             }
             return .submit(Submit(queue: queue, wantsResults: flags & 1 != 0, items: items))
         case .accepted:
@@ -152,7 +152,7 @@ public enum Codec {
             return .credit(try reader.u32())
         case .deliver:
             return .deliver(try reader.records(minimumRecord: refBytes + 4) { (records) throws(ProtocolError) in
-                Delivery(id: try records.id(), attempt: try records.u32(), payload: try records.sizedBytes())
+                Delivery(id: try records.id(), attempt: try records.u32(), payload: try records.sizedSlice())
             })
         case .done:
             guard args.count >= 1 else { throw .frameCount("done: missing the credit frame") }
@@ -213,7 +213,7 @@ public enum Codec {
 
     /// Outcomes packed into one frame: per outcome its header, a 4-byte length, the payload.
     static func appendOutcomes(_ outcomes: [ItemOutcome], to frames: inout [[UInt8]]) {
-        appendPacked(outcomes, header: outcomeHeaderBytes, payload: { $0.payload }, to: &frames) { frame, o in
+        appendPacked(outcomes, header: outcomeHeaderBytes, payload: { $0.payload[...] }, to: &frames) { frame, o in
             frame.id(o.id)
             frame.u32(o.attempt)
             frame.u8(o.status.rawValue)
@@ -222,7 +222,7 @@ public enum Codec {
 
     /// Packs `records` into one frame (none when empty): per record its `header`-byte header,
     /// written by `writeHeader`, then its payload as `sized`.
-    static func appendPacked<T>(_ records: [T], header: Int, payload: (T) -> [UInt8], to frames: inout [[UInt8]],
+    static func appendPacked<T>(_ records: [T], header: Int, payload: (T) -> ArraySlice<UInt8>, to frames: inout [[UInt8]],
                                 writeHeader: (inout FrameWriter, T) -> Void) {
         guard !records.isEmpty else { return }
         let size = records.count * (header + 4) + records.reduce(0) { $0 + payload($1).count }

@@ -37,7 +37,7 @@ struct FrameWriter {
         u64(id.low)
     }
 
-    @inline(__always) mutating func bytes(_ bytes: [UInt8]) {
+    @inline(__always) mutating func bytes(_ bytes: ArraySlice<UInt8>) {
         let count = bytes.count
         guard count > 0 else { return }
         let target = reserve(count)
@@ -45,7 +45,7 @@ struct FrameWriter {
     }
 
     /// A 4-byte length, then the bytes.
-    @inline(__always) mutating func sized(_ bytes: [UInt8]) {
+    @inline(__always) mutating func sized(_ bytes: ArraySlice<UInt8>) {
         u32(UInt32(bytes.count))
         self.bytes(bytes)
     }

@@ -117,13 +117,20 @@ public struct Welcome: Sendable, Equatable {
 }
 
 /// One item as a producer submits it.
+///
+/// The payload is a slice: decoded, it shares the received frame (no copy per item), and the
+/// broker keeps it that way while the item is queued or running (see `ItemTable`).
 public struct SubmittedItem: Sendable, Equatable {
     public var id: ItemID
-    public var payload: [UInt8]
+    public var payload: ArraySlice<UInt8>
 
-    public init(id: ItemID, payload: [UInt8]) {
+    public init(id: ItemID, payload: ArraySlice<UInt8>) {
         self.id = id
         self.payload = payload
+    }
+
+    public init(id: ItemID, payload: [UInt8]) {
+        self.init(id: id, payload: payload[...])
     }
 }
 
@@ -164,15 +171,20 @@ public struct Rejection: Sendable, Equatable {
 }
 
 /// One delivery of an item to a worker. `attempt` starts at 1 and grows with each redelivery.
+/// The payload is a slice, as in ``SubmittedItem``.
 public struct Delivery: Sendable, Equatable {
     public var id: ItemID
     public var attempt: UInt32
-    public var payload: [UInt8]
+    public var payload: ArraySlice<UInt8>
 
-    public init(id: ItemID, attempt: UInt32, payload: [UInt8]) {
+    public init(id: ItemID, attempt: UInt32, payload: ArraySlice<UInt8>) {
         self.id = id
         self.attempt = attempt
         self.payload = payload
+    }
+
+    public init(id: ItemID, attempt: UInt32, payload: [UInt8]) {
+        self.init(id: id, attempt: attempt, payload: payload[...])
     }
 }
 
