@@ -40,6 +40,10 @@ struct ItemIndex: Sendable {
     private var values: [UInt64] = []
     private var freePages: [Int] = []
     private var pagedCount = 0
+    /// The page last looked up by a mutating call, and its key: the broker meets ids in runs
+    /// (a batch, a worker's outcomes), so most lookups need not ask the table of pages.
+    private var cachedKey = ItemID(high: 0, low: UInt64.max)
+    private var cachedPage = 0
 
     init(seed: UInt64 = UInt64.random(in: 0...UInt64.max)) {
         table = IDHashTable(seed: seed)
@@ -57,11 +61,33 @@ struct ItemIndex: Sendable {
     /// Where `id` is, if present: pass the position to ``value(at:)``, ``setValue(_:at:)`` or
     /// ``remove(at:)`` before changing the index in any other way.
     func find(_ id: ItemID) -> Int? {
-        if pagedCount > 0, let page = pageTable[Self.pageKey(id)] {
-            let position = Int(page) << 6 | Int(id.low & 63)
+        if let page = page(of: id) {
+            let position = page << 6 | Int(id.low & 63)
             return values[position] == Self.empty ? nil : Self.pagedFlag | position
         }
         return table.find(id)
+    }
+
+    /// ``find(_:)``, remembering the page for the next lookup.
+    mutating func locate(_ id: ItemID) -> Int? {
+        if pagedCount > 0 { _ = cachingPage(of: id) }
+        return find(id)
+    }
+
+    /// The page `id` belongs in, if it exists.
+    private func page(of id: ItemID) -> Int? {
+        guard pagedCount > 0 else { return nil }
+        let key = Self.pageKey(id)
+        if key == cachedKey { return cachedPage }
+        return pageTable[key].map(Int.init)
+    }
+
+    private mutating func cachingPage(of id: ItemID) -> Int? {
+        let key = Self.pageKey(id)
+        if key == cachedKey { return cachedPage }
+        guard let page = pageTable[key].map(Int.init) else { return nil }
+        (cachedKey, cachedPage) = (key, page)
+        return page
     }
 
     subscript(id: ItemID) -> UInt64? { find(id).map { value(at: $0) } }
@@ -79,12 +105,11 @@ struct ItemIndex: Sendable {
     /// when it was stored.
     mutating func insertIfAbsent(_ id: ItemID, _ value: UInt64) -> UInt64? {
         precondition(value != Self.empty)
-        let key = Self.pageKey(id)
-        var page = pagedCount > 0 ? pageTable[key].map(Int.init) : nil
+        var page = pagedCount > 0 ? cachingPage(of: id) : nil
         if page == nil {
             if let present = table[id] { return present }
             guard startsPage(id) else { return table.insertIfAbsent(id, value) }
-            page = makePage(key)
+            page = makePage(Self.pageKey(id))
         }
         let position = page! << 6 | Int(id.low & 63)
         if values[position] != Self.empty { return values[position] }
@@ -137,6 +162,7 @@ struct ItemIndex: Sendable {
         values.removeAll()
         freePages.removeAll()
         pagedCount = 0
+        cachedKey = ItemID(high: 0, low: UInt64.max)
     }
 
     // MARK: Pages
@@ -183,8 +209,10 @@ struct ItemIndex: Sendable {
         pages[page].live -= 1
         pagedCount -= 1
         if pages[page].live == 0 {
-            pageTable.remove(ItemID(high: pages[page].high, low: pages[page].number))
+            let key = ItemID(high: pages[page].high, low: pages[page].number)
+            pageTable.remove(key)
             freePages.append(page)
+            if key == cachedKey { cachedKey = ItemID(high: 0, low: UInt64.max) }
         }
     }
 }

@@ -145,7 +145,7 @@ struct ItemTable: Sendable {
     /// check every outcome and hand-back passes) and returns its slot; `nil` for anything stale.
     /// `position` is where the id is in the index, for ``complete(_:at:outcome:)`` right after.
     mutating func endLease(_ id: ItemID, attempt: UInt32, of record: inout Dispatcher.WorkerRecord) -> (slot: UInt32, position: Int)? {
-        guard let position = index.find(id) else { return nil }
+        guard let position = index.locate(id) else { return nil }
         let value = index.value(at: position)
         guard value & Self.recentFlag == 0 else { return nil }
         let slot = UInt32(value)

@@ -22,7 +22,7 @@ struct ItemIndexTests {
             case 2:
                 #expect(index.remove(id) == model.removeValue(forKey: id))
             default:
-                if let position = index.find(id) {
+                if let position = step % 2 == 0 ? index.find(id) : index.locate(id) {
                     index.setValue(UInt64(step), at: position)
                     #expect(model[id] != nil)
                     model[id] = UInt64(step)
