@@ -140,16 +140,20 @@ public struct Dispatcher: Sendable {
         }
         if producer != 0 { producers.releaseIfUnused(producer) }
         if !fresh.isEmpty {
-            for slot in fresh { accepted.append(items[slot].item.id) }
             // Taken out of the dictionary so that appending does not copy the whole queue.
             var queue = queues.removeValue(forKey: submit.queue) ?? QueueState()
             queue.items.append(contentsOf: fresh)
             queues[submit.queue] = queue
             counters.accepted += fresh.count
         }
+        // A producer that waits for outcomes hears `accepted` only for the items still queued:
+        // one handed to a worker at once is acknowledged by its `result`, which follows shortly.
+        // At moderate rates every message costs each thread on its way a wake-up, and those
+        // wake-ups are most of the cost; this spares two per item.
+        dispatch(submit.queue)
+        for slot in fresh where !submit.wantsResults || items[slot].state == .queued { accepted.append(items[slot].item.id) }
         if !accepted.isEmpty { send(peer, .accepted(accepted)) }
         if !resend.isEmpty { send(peer, .result(resend)) }
-        dispatch(submit.queue)
     }
 
     /// The outcome of the item in `slot` goes to `producer` (a number, 0 for nobody) from now on.

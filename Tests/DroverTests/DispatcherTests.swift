@@ -306,6 +306,24 @@ struct DispatcherTests {
         #expect(d.counters.accepted == 5_100, "the 100 before them were forgotten and are accepted as new")
     }
 
+    @Test("a producer waiting for outcomes hears accepted only for items left queued; one that is not waiting, for all")
+    func acceptedOnlyForQueuedWhenWaiting() {
+        var d = makeDispatcher()
+        join(&d, w1)
+        d.credit(from: w1, 2)
+        _ = d.takeOutbox()
+        submit(&d, 1...3, results: true)
+        let out = d.takeOutbox()
+        #expect(deliveries(out)[w1]?.map(\.id) == [id(1), id(2)])
+        #expect(out.contains(Outgoing(peer: producer, message: .accepted([id(3)]))))
+        #expect(d.counters.accepted == 3)
+        d.credit(from: w1, 2)
+        _ = d.takeOutbox()
+        submit(&d, 4...6, results: false)
+        let second = d.takeOutbox()
+        #expect(second.contains(Outgoing(peer: producer, message: .accepted([id(4), id(5), id(6)]))))
+    }
+
     @Test("a deep queue goes to each worker in one batch, split between workers with credit")
     func deepQueueInBatches() {
         var d = makeDispatcher()
