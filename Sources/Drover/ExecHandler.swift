@@ -41,7 +41,7 @@ public final class ExecHandler: WorkHandler {
     public func handle(_ item: WorkItem) throws -> [UInt8] {
         let env = ["DROVER_ITEM_ID": item.id.description, "DROVER_ATTEMPT": String(item.attempt),
                    "DROVER_QUEUE": item.queue, "DROVER_WORKER": item.worker]
-        let outcome = try Self.run(argv: ["/bin/sh", "-c", command], input: item.payload, environment: env,
+        let outcome = try Self.run(argv: ["/bin/sh", "-c", command], input: Array(item.payload), environment: env,
                                    track: { pid, started in
                                        self.children.withLock { if started { $0.insert(pid) } else { $0.remove(pid) } }
                                    })

@@ -8,7 +8,9 @@ public struct WorkItem: Sendable {
     /// 1 on the first delivery, higher when the item is redelivered.
     public var attempt: UInt32
     public var queue: String
-    public var payload: [UInt8]
+    /// The item's bytes: a slice of the message it arrived in, so no copy is made per item.
+    /// `Array(item.payload)` when an array is needed.
+    public var payload: ArraySlice<UInt8>
     /// The name of the worker running it.
     public var worker: String
 }
@@ -54,12 +56,12 @@ public final class EchoHandler: WorkHandler {
 
     public func handle(_ item: WorkItem) throws -> [UInt8] {
         if print {
-            var line = item.payload
+            var line = Array(item.payload)
             if line.last != UInt8(ascii: "\n") { line.append(UInt8(ascii: "\n")) }
             // One line per write, under a lock, so lines from several threads never interleave.
             output.withLock { _ in writeAll(STDOUT_FILENO, line) }
         }
-        return item.payload
+        return Array(item.payload)
     }
 }
 

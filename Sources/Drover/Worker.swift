@@ -86,7 +86,7 @@ public final class Worker: Sendable {
         let pool = HandlerPool<HeldJob>(threads: options.threads, capacity: options.capacity, name: "drover-handler") {
             [self, queue = options.queue, name = options.name] job, pool in
             let delivery = job.delivery
-            let item = WorkItem(id: delivery.id, attempt: delivery.attempt, queue: queue, payload: Array(delivery.payload), worker: name)
+            let item = WorkItem(id: delivery.id, attempt: delivery.attempt, queue: queue, payload: delivery.payload, worker: name)
             let outcome: ItemOutcome
             do {
                 outcome = ItemOutcome(id: item.id, attempt: item.attempt, status: .succeeded, payload: try self.handler.handle(item))
