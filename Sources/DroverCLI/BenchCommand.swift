@@ -37,8 +37,8 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Handler threads per worker for throughput and latency.")
     var threads = 1
 
-    @Option(help: "Items each throughput and latency worker holds beyond one per thread (its credit is threads + lookahead). No-op items finish in microseconds, so a worker needs hundreds in hand to stay busy while outcomes travel back.")
-    var lookahead = 512
+    @Option(help: "Items each throughput and latency worker holds beyond one per thread (its credit is threads + lookahead). No-op items finish in microseconds, and on a 2-core machine a process may wait milliseconds for a core, so a worker needs thousands in hand to stay busy while outcomes travel back; the deeper the credit, the larger the batches.")
+    var lookahead = 4096
 
     @Option(help: "Runs per figure; the median is reported.")
     var runs = 3
