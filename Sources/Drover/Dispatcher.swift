@@ -46,6 +46,9 @@ public struct Dispatcher: Sendable {
     var nextSequence: UInt64 = 0
     var nextWorkerNumber: UInt32 = 1
     var outbox: [Outgoing] = []
+    /// The queue name the last `submit` named, already checked: checking looks up every
+    /// character's Unicode category, which showed in a broker sending items one by one.
+    var lastGoodQueueName: String? = nil
     var random: SplitMix64
     /// This broker process, as told to peers in `welcome`.
     public let instance: UInt64
@@ -87,9 +90,12 @@ public struct Dispatcher: Sendable {
     /// id that is still held, or completed recently, is accepted again without a second copy.
     /// A batch that does not fit under the item limit is refused whole.
     public mutating func submit(from peer: PeerID, _ submit: Submit) {
-        if let problem = Self.queueNameProblem(submit.queue) {
-            reject(peer, submit.items.map(\.id), .badQueueName, problem)
-            return
+        if submit.queue != lastGoodQueueName {
+            if let problem = Self.queueNameProblem(submit.queue) {
+                reject(peer, submit.items.map(\.id), .badQueueName, problem)
+                return
+            }
+            lastGoodQueueName = submit.queue
         }
         if fleet.phase == .exiting {
             reject(peer, submit.items.map(\.id), .fleetExiting, "the fleet is shutting down (exit, epoch \(fleet.epoch)); restart the controller to start a new run")
