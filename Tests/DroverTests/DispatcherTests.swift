@@ -145,6 +145,9 @@ struct DispatcherTests {
         submit(&d, 1...1, queue: "has space")
         guard case .rejected(let name)? = d.takeOutbox().first?.message else { Issue.record("expected a rejection"); return }
         #expect(name.code == .badQueueName)
+        submit(&d, 1...1, queue: "")
+        guard case .rejected(let empty)? = d.takeOutbox().first?.message else { Issue.record("expected a rejection"); return }
+        #expect(empty.code == .badQueueName)
 
         d.hello(from: controller, Hello(role: .controller, name: "c"), now: 0, heartbeatMilliseconds: 1000)
         d.fleetState(from: controller, FleetState(epoch: 5, phase: .exiting, deadlineMilliseconds: 0))
