@@ -148,6 +148,10 @@ struct DispatcherTests {
         submit(&d, 1...1, queue: "")
         guard case .rejected(let empty)? = d.takeOutbox().first?.message else { Issue.record("expected a rejection"); return }
         #expect(empty.code == .badQueueName)
+        var fresh = makeDispatcher()
+        submit(&fresh, 1...1, queue: "")  // the first submit of all
+        guard case .rejected(let first)? = fresh.takeOutbox().first?.message else { Issue.record("expected a rejection"); return }
+        #expect(first.code == .badQueueName)
 
         d.hello(from: controller, Hello(role: .controller, name: "c"), now: 0, heartbeatMilliseconds: 1000)
         d.fleetState(from: controller, FleetState(epoch: 5, phase: .exiting, deadlineMilliseconds: 0))
