@@ -37,8 +37,11 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Handler threads per worker for throughput and latency.")
     var threads = 1
 
-    @Option(help: "Items each throughput and latency worker holds beyond one per thread (its credit is threads + lookahead). No-op items finish in microseconds, and on a 2-core machine a process may wait milliseconds for a core, so a worker needs thousands in hand to stay busy while outcomes travel back; the deeper the credit, the larger the batches.")
+    @Option(help: "Items each throughput worker holds beyond one per thread (its credit is threads + lookahead). No-op items finish in microseconds, and on a 2-core machine a process may wait milliseconds for a core, so a worker needs thousands in hand to stay busy while outcomes travel back; the deeper the credit, the larger the batches.")
     var lookahead = 4096
+
+    @Option(help: "The same for latency workers. Less: when the offered rate outruns the fleet, a deep lookahead lets the backlog wait inside the workers.")
+    var latencyLookahead = 512
 
     @Option(help: "Runs per figure; the median is reported.")
     var runs = 3
@@ -66,6 +69,7 @@ struct BenchCommand: ParsableCommand {
             throw ValidationError("unknown scenario \"\(s)\"; choose from throughput, latency, scaling, memory")
         }
         guard parse(sizes) != nil, parse(rates) != nil else { throw ValidationError("--sizes and --rates take comma-separated positive numbers") }
+        guard lookahead >= 0, latencyLookahead >= 0 else { throw ValidationError("--lookahead and --latency-lookahead must be 0 or more") }
         guard items > 0, workers > 0, threads > 0, runs > 0, latencySeconds > 0, memoryItems > 0 else {
             throw ValidationError("counts must be positive")
         }
@@ -74,7 +78,7 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         var settings = BenchSettings(
             scenarios: Set(scenarios.split(separator: ",").map(String.init)), sizes: parse(sizes)!, items: items,
-            workers: workers, threads: threads, lookahead: lookahead, runs: runs, rates: parse(rates)!, latencySeconds: latencySeconds,
+            workers: workers, threads: threads, lookahead: lookahead, latencyLookahead: latencyLookahead, runs: runs, rates: parse(rates)!, latencySeconds: latencySeconds,
             memoryItems: memoryItems, childArguments: ["--log-level", "warning", "--log-format", global.logFormat.rawValue])
         if quick {
             settings.items = 2000

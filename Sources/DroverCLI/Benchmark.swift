@@ -13,6 +13,7 @@ struct BenchSettings {
     var workers: Int
     var threads: Int
     var lookahead: Int
+    var latencyLookahead: Int
     var runs: Int
     var rates: [Int]
     var latencySeconds: Double
@@ -87,6 +88,7 @@ struct BenchReport: Codable {
     var workers: Int
     var threads: Int
     var lookahead: Int
+    var latencyLookahead: Int
     var runs: Int
     var throughput: [Throughput] = []
     var latency: [Latency] = []
@@ -94,7 +96,7 @@ struct BenchReport: Codable {
     var memory: Memory?
 
     func table() -> String {
-        var lines = ["drover bench — \(machine), \(date); \(workers) workers × \(threads) threads, lookahead \(lookahead); median (min–max) of \(runs) runs"]
+        var lines = ["drover bench — \(machine), \(date); \(workers) workers × \(threads) threads, lookahead \(lookahead) (latency \(latencyLookahead)); median (min–max) of \(runs) runs"]
         func n(_ v: Double) -> String { v >= 100 ? String(Int(v.rounded())) : String(format: "%.1f", v) }
         func f(_ fig: Figure) -> String { "\(n(fig.median)) (\(n(fig.min))–\(n(fig.max)))" }
         if !throughput.isEmpty {
@@ -142,7 +144,7 @@ struct Benchmark {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let formatter = ISO8601DateFormatter()
         var report = BenchReport(machine: machineDescription(), date: formatter.string(from: Date()),
-                                 workers: settings.workers, threads: settings.threads, lookahead: settings.lookahead, runs: settings.runs)
+                                 workers: settings.workers, threads: settings.threads, lookahead: settings.lookahead, latencyLookahead: settings.latencyLookahead, runs: settings.runs)
         if settings.scenarios.contains("throughput") {
             let smallest = settings.sizes.min()!
             for size in settings.sizes {
@@ -249,7 +251,7 @@ struct Benchmark {
 
     /// Microseconds from send to completion for items offered at `rate` per second.
     func latencies(rate: Int, count: Int) throws -> [Double] {
-        let fleet = try BenchFleet(self, workers: settings.workers, threads: settings.threads, handler: "noop", lookahead: settings.lookahead)
+        let fleet = try BenchFleet(self, workers: settings.workers, threads: settings.threads, handler: "noop", lookahead: settings.latencyLookahead)
         defer { fleet.stop() }
         let producer = try fleet.producer(wait: true)
         final class Times { var sent: [UInt64]; var latencies: [Double] = []; init(_ n: Int) { sent = Array(repeating: 0, count: n) } }
