@@ -58,6 +58,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Tiny counts: checks that every scenario runs and adds up, in seconds (for tests).")
     var quick = false
 
+    @Flag(help: "Skip the raw libzmq runs (the raw and ratio columns stay empty). With `time`, this gives the fleet's own CPU per item, the steadiest figure for comparing two builds on a drifting machine.")
+    var noRaw = false
+
     @Flag(help: "Print the results as JSON.")
     var json = false
 
@@ -78,7 +81,7 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         var settings = BenchSettings(
             scenarios: Set(scenarios.split(separator: ",").map(String.init)), sizes: parse(sizes)!, items: items,
-            workers: workers, threads: threads, lookahead: lookahead, latencyLookahead: latencyLookahead, runs: runs, rates: parse(rates)!, latencySeconds: latencySeconds,
+            workers: workers, threads: threads, lookahead: lookahead, latencyLookahead: latencyLookahead, raw: !noRaw, runs: runs, rates: parse(rates)!, latencySeconds: latencySeconds,
             memoryItems: memoryItems, childArguments: ["--log-level", "warning", "--log-format", global.logFormat.rawValue])
         if quick {
             settings.items = 2000

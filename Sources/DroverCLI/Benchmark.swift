@@ -14,6 +14,8 @@ struct BenchSettings {
     var threads: Int
     var lookahead: Int
     var latencyLookahead: Int
+    /// Whether throughput runs measure the raw pipeline too.
+    var raw = true
     var runs: Int
     var rates: [Int]
     var latencySeconds: Double
@@ -33,6 +35,7 @@ struct Figure: Codable {
 
     init(_ samples: [Double]) {
         let sorted = samples.sorted()
+        guard !sorted.isEmpty else { (median, min, max) = (0, 0, 0); return }
         median = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
         min = sorted.first ?? 0
         max = sorted.last ?? 0
@@ -103,7 +106,8 @@ struct BenchReport: Codable {
             lines.append("")
             lines.append("throughput   item bytes   items       drover items/s              raw msgs/s                  drover ÷ raw")
             for t in throughput {
-                lines.append("             \(pad(t.itemBytes, 12))\(pad(t.items, 12))\(f(t.drover).padding(toLength: 28, withPad: " ", startingAt: 0))\(f(t.raw).padding(toLength: 28, withPad: " ", startingAt: 0))\(String(format: "%.2f", t.ratio))")
+                let raw = t.raw.median > 0 ? f(t.raw) : "-", ratio = t.raw.median > 0 ? String(format: "%.2f", t.ratio) : "-"
+                lines.append("             \(pad(t.itemBytes, 12))\(pad(t.items, 12))\(f(t.drover).padding(toLength: 28, withPad: " ", startingAt: 0))\(raw.padding(toLength: 28, withPad: " ", startingAt: 0))\(ratio)")
             }
         }
         if !latency.isEmpty {
@@ -153,10 +157,10 @@ struct Benchmark {
                 var drover: [Double] = [], raw: [Double] = []
                 for _ in 0..<settings.runs {
                     drover.append(try droverThroughput(size: size, count: count))
-                    raw.append(try rawThroughput(size: size, count: count))
+                    if settings.raw { raw.append(try rawThroughput(size: size, count: count)) }
                 }
                 let d = Figure(drover), r = Figure(raw)
-                report.throughput.append(.init(itemBytes: size, items: count, drover: d, raw: r, ratio: d.median / r.median))
+                report.throughput.append(.init(itemBytes: size, items: count, drover: d, raw: r, ratio: raw.isEmpty ? 0 : d.median / r.median))
             }
         }
         if settings.scenarios.contains("latency") {

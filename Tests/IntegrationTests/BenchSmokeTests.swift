@@ -38,6 +38,18 @@ extension ProcessTests {
             #expect(((memory["bytesPerItem"] as? [String: Double])?["median"] ?? 0) > 0)
         }
 
+        @Test("--no-raw measures Drover alone: its figures are there, the raw ones and the ratio are not")
+        func withoutRaw() throws {
+            let sandbox = try Sandbox("bench-noraw")
+            defer { sandbox.tearDown() }
+            let run = try sandbox.run(["bench", "--quick", "--no-raw", "--scenarios", "throughput", "--sizes", "16"], timeout: 120)
+            #expect(run.status == 0, "\(run.stderr.suffix(2000))")
+            let row = try #require(run.stdout.split(separator: "\n").first { $0.trimmingCharacters(in: .whitespaces).hasPrefix("16 ") })
+            let columns = row.split(separator: " ")
+            #expect((Double(columns[2]) ?? 0) > 0, "\(row)")
+            #expect(columns.suffix(2) == ["-", "-"], "\(row)")
+        }
+
         @Test("an unknown scenario is refused by name")
         func unknownScenario() throws {
             let sandbox = try Sandbox("bench-bad")
