@@ -113,12 +113,15 @@ struct RecordReader {
     /// An upper bound on the records left, for reserving room.
     func count(minimumRecord: Int) -> Int { (frame.count - at) / minimumRecord }
 
-    private mutating func take(_ n: Int, _ what: String) throws(ProtocolError) -> Int {
-        guard frame.count - at >= n else {
-            throw .frameSize("\(command): a packed record is cut short (\(what) needs \(n) bytes, \(frame.count - at) left)")
-        }
+    @inline(__always)
+    private mutating func take(_ n: Int, _ what: StaticString) throws(ProtocolError) -> Int {
+        guard frame.count - at >= n else { throw cutShort(n, what) }
         defer { at += n }
         return at
+    }
+
+    private func cutShort(_ n: Int, _ what: StaticString) -> ProtocolError {
+        .frameSize("\(command): a packed record is cut short (\(what) needs \(n) bytes, \(frame.count - at) left)")
     }
 
     mutating func byte() throws(ProtocolError) -> UInt8 { frame[try take(1, "a status byte")] }
