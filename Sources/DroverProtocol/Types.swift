@@ -15,6 +15,7 @@ public struct ItemID: Hashable, Sendable, Comparable, CustomStringConvertible {
     public var high: UInt64
     public var low: UInt64
 
+    @inlinable
     public init(high: UInt64, low: UInt64) {
         self.high = high
         self.low = low
@@ -35,6 +36,9 @@ public struct ItemID: Hashable, Sendable, Comparable, CustomStringConvertible {
     }
 
     public static func < (a: ItemID, b: ItemID) -> Bool { (a.high, a.low) < (b.high, b.low) }
+
+    @inlinable
+    public static func == (a: ItemID, b: ItemID) -> Bool { a.high == b.high && a.low == b.low }
 }
 
 /// Whether the fleet is running or shutting down. Carried with an epoch, so a newer state
@@ -124,11 +128,13 @@ public struct SubmittedItem: Sendable, Equatable {
     public var id: ItemID
     public var payload: ArraySlice<UInt8>
 
+    @inlinable
     public init(id: ItemID, payload: ArraySlice<UInt8>) {
         self.id = id
         self.payload = payload
     }
 
+    @inlinable
     public init(id: ItemID, payload: [UInt8]) {
         self.init(id: id, payload: payload[...])
     }
@@ -177,12 +183,14 @@ public struct Delivery: Sendable, Equatable {
     public var attempt: UInt32
     public var payload: ArraySlice<UInt8>
 
+    @inlinable
     public init(id: ItemID, attempt: UInt32, payload: ArraySlice<UInt8>) {
         self.id = id
         self.attempt = attempt
         self.payload = payload
     }
 
+    @inlinable
     public init(id: ItemID, attempt: UInt32, payload: [UInt8]) {
         self.init(id: id, attempt: attempt, payload: payload[...])
     }
@@ -193,6 +201,7 @@ public struct DeliveryRef: Sendable, Hashable {
     public var id: ItemID
     public var attempt: UInt32
 
+    @inlinable
     public init(id: ItemID, attempt: UInt32) {
         self.id = id
         self.attempt = attempt
@@ -212,6 +221,7 @@ public struct ItemOutcome: Sendable, Equatable {
     /// The result bytes when succeeded; the error text (UTF-8) when failed.
     public var payload: [UInt8]
 
+    @inlinable
     public init(id: ItemID, attempt: UInt32, status: Status, payload: [UInt8]) {
         self.id = id
         self.attempt = attempt
