@@ -124,25 +124,7 @@ struct IDHashTable: Sendable {
         count -= 1
     }
 
-    /// Stores `value` for `id`, replacing any value it had.
-    mutating func set(_ id: ItemID, _ value: UInt64) {
-        if let position = find(id) { entries[position].value = value } else { _ = insertIfAbsent(id, value) }
-    }
-
-    /// Every id and its value, in no particular order.
-    func map<T>(_ transform: (ItemID, UInt64) -> T) -> [T] {
-        entries.indices.compactMap { position in
-            guard chunks[position >> 3].tags >> UInt64((position & 7) << 3) & 0x80 != 0 else { return nil }
-            return transform(ItemID(high: entries[position].high, low: entries[position].low), entries[position].value)
-        }
-    }
-
     var isEmpty: Bool { count == 0 }
-
-    mutating func removeAll() {
-        for chunk in chunks.indices { chunks[chunk] = Chunk() }
-        count = 0
-    }
 
     // MARK: Hashing and placing
 

@@ -51,7 +51,6 @@ struct ItemIndex: Sendable {
     }
 
     var count: Int { pagedCount + table.count }
-    var isEmpty: Bool { count == 0 }
     var growths: UInt32 { table.growths }
     /// Pages in use (for tests).
     var pageCount: Int { pages.count - freePages.count }
@@ -137,32 +136,6 @@ struct ItemIndex: Sendable {
     /// ``IDHashTable/remove(at:id:)``).
     mutating func remove(at position: Int, id: ItemID) {
         if position & Self.pagedFlag != 0 { removePaged(position & ~Self.pagedFlag) } else { table.remove(at: position, id: id) }
-    }
-
-    /// Stores `value` for `id`, replacing any value it had.
-    mutating func set(_ id: ItemID, _ value: UInt64) {
-        if let position = find(id) { setValue(value, at: position) } else { _ = insertIfAbsent(id, value) }
-    }
-
-    /// Every id and its value, in no particular order.
-    func map<T>(_ transform: (ItemID, UInt64) -> T) -> [T] {
-        var result = table.map(transform)
-        for (index, page) in pages.enumerated() where page.live > 0 {
-            for offset in 0..<Self.pageSize where values[index << 6 | offset] != Self.empty {
-                result.append(transform(ItemID(high: page.high, low: page.number << 6 | UInt64(offset)), values[index << 6 | offset]))
-            }
-        }
-        return result
-    }
-
-    mutating func removeAll() {
-        table.removeAll()
-        pageTable.removeAll()
-        pages.removeAll()
-        values.removeAll()
-        freePages.removeAll()
-        pagedCount = 0
-        cachedKey = ItemID(high: 0, low: UInt64.max)
     }
 
     // MARK: Pages
