@@ -126,44 +126,37 @@ struct RecordReader {
 
     mutating func byte() throws(ProtocolError) -> UInt8 { frame[try take(1, "a status byte")] }
 
-    mutating func u32() throws(ProtocolError) -> UInt32 {
-        let at = try take(4, "a 4-byte integer")
-        return UInt32(bigEndian: frame.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt32.self) })
-    }
+    mutating func u32() throws(ProtocolError) -> UInt32 { readU32(frame, try take(4, "a 4-byte integer")) }
+    mutating func id() throws(ProtocolError) -> ItemID { readID(frame, try take(16, "an item id")) }
 
-    mutating func id() throws(ProtocolError) -> ItemID {
-        let at = try take(16, "an item id")
-        return frame.withUnsafeBytes {
-            ItemID(high: UInt64(bigEndian: $0.loadUnaligned(fromByteOffset: at, as: UInt64.self)),
-                   low: UInt64(bigEndian: $0.loadUnaligned(fromByteOffset: at + 8, as: UInt64.self)))
-        }
+    /// A 4-byte length, then that many bytes: where they are in the frame.
+    private mutating func sized() throws(ProtocolError) -> Range<Int> {
+        let count = Int(try u32())
+        let start = try take(count, "a payload")
+        return start..<(start + count)
     }
 
     /// A 4-byte length, then that many bytes, as a slice of the frame: no copy.
-    mutating func sizedSlice() throws(ProtocolError) -> ArraySlice<UInt8> {
-        let count = Int(try u32())
-        let start = try take(count, "a payload")
-        return frame[start..<(start + count)]
-    }
+    mutating func sizedSlice() throws(ProtocolError) -> ArraySlice<UInt8> { frame[try sized()] }
 
-    /// A 4-byte length, then that many bytes.
+    /// A 4-byte length, then a copy of that many bytes.
     mutating func sizedBytes() throws(ProtocolError) -> [UInt8] {
-        let count = Int(try u32())
-        let start = try take(count, "a payload")
-        guard count > 0 else { return [] }
+        let range = try sized()
+        guard !range.isEmpty else { return [] }
         // Copying from a buffer pointer is the cheapest way to make a small array: about a
         // quarter of `init(unsafeUninitializedCapacity:)`, which looks up the array's generic
-        // metadata on every call on Linux.
-        return frame.withUnsafeBufferPointer { Array(UnsafeBufferPointer(rebasing: $0[start..<(start + count)])) }
+        // metadata on every call on Linux. (Not through a slice: that would retain the frame.)
+        return frame.withUnsafeBufferPointer { Array(UnsafeBufferPointer(rebasing: $0[range])) }
     }
 }
 
+// Big-endian loads at `at`, which the caller has checked lies within `b`.
 @inline(__always) func readU32(_ b: [UInt8], _ at: Int) -> UInt32 {
-    UInt32(b[at]) << 24 | UInt32(b[at + 1]) << 16 | UInt32(b[at + 2]) << 8 | UInt32(b[at + 3])
+    UInt32(bigEndian: b.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt32.self) })
 }
 
 @inline(__always) func readU64(_ b: [UInt8], _ at: Int) -> UInt64 {
-    UInt64(readU32(b, at)) << 32 | UInt64(readU32(b, at + 4))
+    UInt64(bigEndian: b.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt64.self) })
 }
 
 @inline(__always) func readID(_ b: [UInt8], _ at: Int) -> ItemID {
