@@ -91,8 +91,6 @@ public final class Producer {
     @exclusivity(unchecked) private var summary = ProducerSummary()
     /// Unfinished items by index: until accepted, or with `--wait` until their outcome.
     @exclusivity(unchecked) private var outstanding: UnfinishedItems
-    /// Accepted items still in `outstanding` (`--wait` only).
-    @exclusivity(unchecked) private var acceptedCount = 0
     /// Unfinished items to offer again at `retryAt`.
     @exclusivity(unchecked) private var retry: [UInt64] = []
     @exclusivity(unchecked) private var retryAt: Int64 = 0
@@ -224,7 +222,6 @@ public final class Producer {
         self.onOutcome = onOutcome
         summary = ProducerSummary()
         outstanding.removeAll()
-        acceptedCount = 0
         retry.removeAll()
         batch.removeAll()
         batchBytes = 0
@@ -329,10 +326,9 @@ public final class Producer {
                                ? "the broker restarted; offering every unfinished item again"
                                : "the broker is back; offering every unfinished item again",
                                metadata: ["items": "\(outstanding.count)"])
+                summary.accepted -= outstanding.acceptedCount  // counted again when re-accepted
                 retry = outstanding.resetAcceptance()
                 retryAt = 0
-                summary.accepted -= acceptedCount  // counted again when re-accepted
-                acceptedCount = 0
                 lostSince = nil
             }
             welcome = again
@@ -340,7 +336,6 @@ public final class Producer {
             for itemID in ids where itemID.high == runID {
                 if options.waitForResults {
                     guard outstanding.markAccepted(itemID.low) else { continue }
-                    acceptedCount += 1
                     summary.accepted += 1
                 } else if outstanding.remove(itemID.low) != nil {
                     summary.accepted += 1
@@ -360,7 +355,7 @@ public final class Producer {
         case .result(let outcomes):
             for outcome in outcomes where outcome.id.high == runID {
                 guard let item = outstanding.remove(outcome.id.low) else { continue }
-                if item.accepted { acceptedCount -= 1 } else { summary.accepted += 1 }
+                if !item.accepted { summary.accepted += 1 }
                 if outcome.status == .succeeded { summary.succeeded += 1 } else { summary.failed += 1 }
                 onOutcome(Int(outcome.id.low), outcome)
             }

@@ -29,6 +29,8 @@ struct UnfinishedItems {
     private var stragglers: [UInt64: Entry] = [:]
     private let ringLimit: Int
     private(set) var count = 0
+    /// Items marked accepted (with `--wait`, accepted and still waiting for their outcome).
+    private(set) var acceptedCount = 0
     /// Entries in the ring (for tests).
     var ringSize: Int { ring.count }
 
@@ -70,10 +72,12 @@ struct UnfinishedItems {
         if let position = position(index) {
             guard !ring[position].accepted else { return false }
             ring[position].accepted = true
+            acceptedCount += 1
             return true
         }
         guard let entry = stragglers[index], !entry.accepted else { return false }
         stragglers[index]!.accepted = true
+        acceptedCount += 1
         return true
     }
 
@@ -84,10 +88,12 @@ struct UnfinishedItems {
             let place = ring[position]
             ring[position] = Place()
             count -= 1
+            if place.accepted { acceptedCount -= 1 }
             return Entry(payload: place.payload, index: index, accepted: place.accepted)
         }
         guard let entry = stragglers.removeValue(forKey: index) else { return nil }
         count -= 1
+        if entry.accepted { acceptedCount -= 1 }
         return entry
     }
 
@@ -96,6 +102,7 @@ struct UnfinishedItems {
     mutating func resetAcceptance() -> [UInt64] {
         var indices: [UInt64] = []
         indices.reserveCapacity(count)
+        acceptedCount = 0
         for index in stragglers.keys {
             stragglers[index]!.accepted = false
             indices.append(index)
@@ -112,6 +119,7 @@ struct UnfinishedItems {
         stragglers.removeAll()
         base = 0
         count = 0
+        acceptedCount = 0
     }
 
     /// Where `index` is in the ring, if it is there.

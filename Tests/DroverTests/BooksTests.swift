@@ -37,9 +37,11 @@ struct BooksTests {
             }
         }
         #expect(books.count == model.count)
+        #expect(books.acceptedCount == model.values.filter(\.accepted).count)
         #expect(model.allSatisfy { books[$0.key]?.payload == $0.value.payload && books[$0.key]?.accepted == $0.value.accepted })
         #expect(books.resetAcceptance() == model.keys.sorted())
         #expect(model.keys.allSatisfy { books[$0]?.accepted == false })
+        #expect(books.acceptedCount == 0)
     }
 
     @Test("one item left behind by a million others stays, and the ring does not grow past its limit")
