@@ -46,9 +46,6 @@ public struct Dispatcher: Sendable {
     var nextSequence: UInt64 = 0
     var nextWorkerNumber: UInt32 = 1
     var outbox: [Outgoing] = []
-    /// The queue name the last `submit` named, already checked: checking looks up every
-    /// character's Unicode category, which showed in a broker sending items one by one.
-    var lastGoodQueueName: String? = nil
     var random: SplitMix64
     /// This broker process, as told to peers in `welcome`.
     public let instance: UInt64
@@ -90,12 +87,9 @@ public struct Dispatcher: Sendable {
     /// id that is still held, or completed recently, is accepted again without a second copy.
     /// A batch that does not fit under the item limit is refused whole.
     public mutating func submit(from peer: PeerID, _ submit: Submit) {
-        if submit.queue != lastGoodQueueName {
-            if let problem = Self.queueNameProblem(submit.queue) {
-                reject(peer, submit.items.map(\.id), .badQueueName, problem)
-                return
-            }
-            lastGoodQueueName = submit.queue
+        if let problem = Self.queueNameProblem(submit.queue) {
+            reject(peer, submit.items.map(\.id), .badQueueName, problem)
+            return
         }
         if fleet.phase == .exiting {
             reject(peer, submit.items.map(\.id), .fleetExiting, "the fleet is shutting down (exit, epoch \(fleet.epoch)); restart the controller to start a new run")
@@ -239,9 +233,11 @@ public struct Dispatcher: Sendable {
     public static func queueNameProblem(_ name: String) -> String? {
         if name.isEmpty { return "the queue name is empty; use --queue NAME" }
         if name.utf8.count > Codec.maxNameBytes { return "the queue name is longer than \(Codec.maxNameBytes) bytes" }
-        if name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control || $0 == " " }) {
-            return "the queue name \"\(name)\" contains spaces or control characters"
-        }
-        return nil
+        // An ASCII name (nearly every one) is checked byte by byte: looking up each character's
+        // Unicode category showed in a broker receiving items one by one.
+        let unusable = name.utf8.allSatisfy { $0 < 0x80 }
+            ? name.utf8.contains { $0 <= 0x20 || $0 == 0x7F }
+            : name.unicodeScalars.contains { $0.properties.generalCategory == .control || $0 == " " }
+        return unusable ? "the queue name \"\(name)\" contains spaces or control characters" : nil
     }
 }

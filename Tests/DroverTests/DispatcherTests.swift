@@ -131,6 +131,16 @@ struct DispatcherTests {
         #expect(d.status(now: 5).departed.first?.how == "bye")
     }
 
+    @Test("queue names: spaces and control characters are refused, in ASCII and beyond it")
+    func queueNames() {
+        for bad in ["", "a b", "a\tb", "a\u{7F}", "a\u{85}b", "naïve name"] {
+            #expect(Dispatcher.queueNameProblem(bad) != nil, "\(bad.debugDescription)")
+        }
+        for good in ["q", "default", "jobs.high-priority_2", "café", "a\u{A0}b"] {
+            #expect(Dispatcher.queueNameProblem(good) == nil, "\(good.debugDescription)")
+        }
+    }
+
     @Test("oversize items, a full broker, a bad queue name and an exiting fleet are refused with reasons")
     func rejections() {
         var d = makeDispatcher(maxItems: 3, maxItemBytes: 4)
