@@ -55,13 +55,14 @@ public final class EchoHandler: WorkHandler {
     }
 
     public func handle(_ item: WorkItem) throws -> [UInt8] {
+        let result = Array(item.payload)
         if print {
-            var line = Array(item.payload)
+            var line = result
             if line.last != UInt8(ascii: "\n") { line.append(UInt8(ascii: "\n")) }
             // One line per write, under a lock, so lines from several threads never interleave.
             output.withLock { _ in writeAll(STDOUT_FILENO, line) }
         }
-        return Array(item.payload)
+        return result
     }
 }
 
