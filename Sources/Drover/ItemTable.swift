@@ -63,8 +63,8 @@ struct ItemTable: Sendable {
 
     /// The slot holding `id`, if it is held.
     func slot(of id: ItemID) -> UInt32? {
-        guard let value = index[id], value & Self.recentFlag == 0 else { return nil }
-        return UInt32(value)
+        if case .held(let slot) = lookup(id) { return slot }
+        return nil
     }
 
     /// Stores a new item and returns its slot, or `nil` (storing nothing) when the id is
