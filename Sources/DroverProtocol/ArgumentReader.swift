@@ -130,18 +130,18 @@ struct RecordReader {
     mutating func id() throws(ProtocolError) -> ItemID { readID(frame, try take(16, "an item id")) }
 
     /// A 4-byte length, then that many bytes: where they are in the frame.
-    private mutating func sized() throws(ProtocolError) -> Range<Int> {
+    private mutating func payloadRange() throws(ProtocolError) -> Range<Int> {
         let count = Int(try u32())
         let start = try take(count, "a payload")
         return start..<(start + count)
     }
 
     /// A 4-byte length, then that many bytes, as a slice of the frame: no copy.
-    mutating func sizedSlice() throws(ProtocolError) -> ArraySlice<UInt8> { frame[try sized()] }
+    mutating func sizedSlice() throws(ProtocolError) -> ArraySlice<UInt8> { frame[try payloadRange()] }
 
     /// A 4-byte length, then a copy of that many bytes.
     mutating func sizedBytes() throws(ProtocolError) -> [UInt8] {
-        let range = try sized()
+        let range = try payloadRange()
         guard !range.isEmpty else { return [] }
         // Copying from a buffer pointer is the cheapest way to make a small array: about a
         // quarter of `init(unsafeUninitializedCapacity:)`, which looks up the array's generic
