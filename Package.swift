@@ -2,12 +2,14 @@
 import PackageDescription
 
 // Layers, arrows pointing down only:
-//   drover (executable) → Drover (roles) → DroverProtocol, DroverPool, ZeroMQ → CZeroMQ (libzmq)
-// CDroverShims wraps the few Linux calls Swift's Glibc module hides (pipe2, eventfd, timerfd).
-// DroverProtocol and DroverPool are pure Swift and do not import ZeroMQ.
+//   drover (executable) → Drover (roles) → DroverDispatch → DroverProtocol
+//                                        → DroverPool, ZeroMQ → CZeroMQ (libzmq)
+// DroverDispatch (the broker's state machine and its books), DroverProtocol (the wire codec) and
+// DroverPool (handler threads) are pure Swift: they cannot import ZeroMQ, so the compiler keeps
+// them free of sockets. CDroverShims wraps the few Linux calls Swift's Glibc module hides
+// (pipe2, eventfd, timerfd). Linux only: the shims and libzmq's build are Linux's.
 let package = Package(
     name: "drover",
-    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "drover", targets: ["DroverCLI"]),
         .library(name: "Drover", targets: ["Drover"]),
@@ -24,13 +26,17 @@ let package = Package(
         .target(name: "DroverProtocol"),
         .target(name: "CDroverShims"),
         .target(
+            name: "DroverDispatch",
+            dependencies: ["DroverProtocol", .product(name: "DequeModule", package: "swift-collections")]
+        ),
+        .target(
             name: "DroverPool",
             dependencies: ["CDroverShims", .product(name: "DequeModule", package: "swift-collections")]
         ),
         .target(
             name: "Drover",
             dependencies: [
-                "ZeroMQ", "DroverProtocol", "DroverPool", "CDroverShims",
+                "ZeroMQ", "DroverProtocol", "DroverDispatch", "DroverPool", "CDroverShims",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
@@ -38,7 +44,7 @@ let package = Package(
         .executableTarget(
             name: "DroverCLI",
             dependencies: [
-                "Drover", "CDroverShims",
+                "Drover", "DroverDispatch", "DroverProtocol", "ZeroMQ", "CDroverShims",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -51,7 +57,8 @@ let package = Package(
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"]),
         .testTarget(name: "DroverProtocolTests", dependencies: ["DroverProtocol"]),
         .testTarget(name: "DroverPoolTests", dependencies: ["DroverPool"]),
-        .testTarget(name: "DroverTests", dependencies: ["Drover", "DroverProtocol"]),
+        .testTarget(name: "DroverDispatchTests", dependencies: ["DroverDispatch", "DroverProtocol"]),
+        .testTarget(name: "DroverTests", dependencies: ["Drover", "DroverDispatch", "DroverProtocol"]),
         .testTarget(name: "IntegrationTests", dependencies: ["DroverProtocol", "ZeroMQ"]),
     ]
 )

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Drover
+import DroverProtocol
 
 struct BrokerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -66,7 +67,7 @@ struct BrokerCommand: ParsableCommand {
         var caps: [String: Int] = [:]
         for entry in queueMaxDeliveries.flatMap({ $0.split(separator: ",").map(String.init) }) {
             let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
-            guard parts.count == 2, let cap = Int(parts[1]), cap >= 1, Dispatcher.queueNameProblem(parts[0]) == nil else {
+            guard parts.count == 2, let cap = Int(parts[1]), cap >= 1, QueueName.problem(parts[0]) == nil else {
                 throw ValidationError("--queue-max-deliveries takes NAME=N with N at least 1, for example images=3; got \"\(entry)\"")
             }
             caps[parts[0]] = cap

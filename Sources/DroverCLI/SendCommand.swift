@@ -44,7 +44,7 @@ struct SendCommand: ParsableCommand {
 
     func validate() throws {
         try validateEndpoint(broker, flag: "--broker", binding: false)
-        if let problem = Dispatcher.queueNameProblem(queue) { throw ValidationError("--queue: \(problem)") }
+        if let problem = QueueName.problem(queue) { throw ValidationError("--queue: \(problem)") }
         if file != nil && !items.isEmpty { throw ValidationError("give items as arguments or with --file, not both") }
         guard timeout > 0, reconnectTimeout > 0 else { throw ValidationError("--timeout and --reconnect-timeout must be positive") }
     }

@@ -1,3 +1,4 @@
+import DroverDispatch
 import ArgumentParser
 import Drover
 import Foundation

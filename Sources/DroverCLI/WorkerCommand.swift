@@ -1,5 +1,6 @@
 import ArgumentParser
 import Drover
+import DroverProtocol
 import Foundation
 
 struct WorkerCommand: ParsableCommand {
@@ -71,7 +72,7 @@ struct WorkerCommand: ParsableCommand {
         guard (0...10_000).contains(lookahead) else { throw ValidationError("--lookahead must be between 0 and 10000") }
         guard drainDeadline >= 0 else { throw ValidationError("--drain-deadline must not be negative") }
         guard heartbeatMs >= 10, liveness >= 2 else { throw ValidationError("--heartbeat-ms must be at least 10 and --liveness at least 2") }
-        if let problem = Dispatcher.queueNameProblem(queue) { throw ValidationError("--queue: \(problem)") }
+        if let problem = QueueName.problem(queue) { throw ValidationError("--queue: \(problem)") }
     }
 
     func run() throws {

@@ -1,6 +1,7 @@
 import DroverProtocol
 import Testing
 @testable import Drover
+@testable import DroverDispatch
 
 @Suite("The producer's ring of unfinished items and the worker's held slots")
 struct BooksTests {

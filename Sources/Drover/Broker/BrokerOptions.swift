@@ -1,3 +1,5 @@
+import DroverDispatch
+
 /// How a ``Broker`` runs. Every property has a default that suits one broker per fleet.
 public struct BrokerOptions: Sendable {
     /// The one endpoint for producers, workers and the controller. Default `tcp://*:5555`.

@@ -9,6 +9,11 @@ public struct Outgoing: Sendable, Equatable {
     public var peer: PeerID
     public var message: DroverMessage
 
+    public init(peer: PeerID, message: DroverMessage) {
+        self.peer = peer
+        self.message = message
+    }
+
     /// Deliveries for one worker, gathered during a dispatch.
     struct Batch {
         var peer: PeerID
@@ -87,7 +92,7 @@ public struct Dispatcher: Sendable {
     /// id that is still held, or completed recently, is accepted again without a second copy.
     /// A batch that does not fit under the item limit is refused whole.
     public mutating func submit(from peer: PeerID, _ submit: Submit) {
-        if let problem = Self.queueNameProblem(submit.queue) {
+        if let problem = QueueName.problem(submit.queue) {
             reject(peer, submit.items.map(\.id), .badQueueName, problem)
             return
         }
@@ -227,17 +232,5 @@ public struct Dispatcher: Sendable {
 
     mutating func send(_ peer: PeerID, _ message: DroverMessage) {
         outbox.append(Outgoing(peer: peer, message: message))
-    }
-
-    /// Why a queue name is unusable, or `nil` when it is fine.
-    public static func queueNameProblem(_ name: String) -> String? {
-        if name.isEmpty { return "the queue name is empty; use --queue NAME" }
-        if name.utf8.count > Codec.maxNameBytes { return "the queue name is longer than \(Codec.maxNameBytes) bytes" }
-        // An ASCII name (nearly every one) is checked byte by byte: looking up each character's
-        // Unicode category showed in a broker receiving items one by one.
-        let unusable = name.utf8.allSatisfy { $0 < 0x80 }
-            ? name.utf8.contains { $0 <= 0x20 || $0 == 0x7F }
-            : name.unicodeScalars.contains { $0.properties.generalCategory == .control || $0 == " " }
-        return unusable ? "the queue name \"\(name)\" contains spaces or control characters" : nil
     }
 }

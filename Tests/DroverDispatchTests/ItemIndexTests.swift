@@ -1,6 +1,6 @@
 import DroverProtocol
 import Testing
-@testable import Drover
+@testable import DroverDispatch
 
 @Suite("ItemIndex: the id hash table under the broker's and producer's books")
 struct ItemIndexTests {

@@ -57,7 +57,7 @@ public final class Worker: Sendable {
         if let control = options.control, let problem = Endpoint.problem(control, binding: false) {
             throw DroverError.badOption("--control: \(problem)")
         }
-        if let problem = Dispatcher.queueNameProblem(options.queue) { throw DroverError.badOption("--queue: \(problem)") }
+        if let problem = QueueName.problem(options.queue) { throw DroverError.badOption("--queue: \(problem)") }
         guard options.threads > 0, options.lookahead >= 0 else { throw DroverError.badOption("--threads must be at least 1 and --lookahead at least 0") }
 
         let broker = try ZMQSocket(context, type: .dealer, linger: 1000)

@@ -1,3 +1,4 @@
+import DroverDispatch
 import DroverProtocol
 import Foundation
 import Logging

@@ -177,7 +177,8 @@ extension Dispatcher {
         queues[name]?.ready.removeAll { $0 == peer }
     }
 
-    mutating func unknownPeer(_ peer: PeerID) {
+    /// Tells a peer the broker does not know it, so that it says hello again.
+    public mutating func unknownPeer(_ peer: PeerID) {
         send(peer, .error(.unknownPeer, "this broker does not know you (it may have restarted): send hello again"))
     }
 }

@@ -1,6 +1,6 @@
 import DroverProtocol
 import Testing
-@testable import Drover
+@testable import DroverDispatch
 
 @Suite("Dispatcher: credit, LRU, leases, fencing")
 struct DispatcherTests {
@@ -134,10 +134,10 @@ struct DispatcherTests {
     @Test("queue names: spaces and control characters are refused, in ASCII and beyond it")
     func queueNames() {
         for bad in ["", "a b", "a\tb", "a\u{7F}", "a\u{85}b", "naïve name"] {
-            #expect(Dispatcher.queueNameProblem(bad) != nil, "\(bad.debugDescription)")
+            #expect(QueueName.problem(bad) != nil, "\(bad.debugDescription)")
         }
         for good in ["q", "default", "jobs.high-priority_2", "café", "a\u{A0}b"] {
-            #expect(Dispatcher.queueNameProblem(good) == nil, "\(good.debugDescription)")
+            #expect(QueueName.problem(good) == nil, "\(good.debugDescription)")
         }
     }
 
@@ -387,29 +387,5 @@ struct DispatcherTests {
         #expect(deliveries(d.takeOutbox()).isEmpty, "nothing more until the worker is heard from")
         d.seen(w1, now: 1)
         #expect(deliveries(d.takeOutbox())[w1]?.map(\.id) == sent.map(\.id), "then the same items go to it again")
-    }
-}
-
-@Suite("Endpoint validation")
-struct EndpointTests {
-    @Test("good endpoints pass", arguments: ["tcp://127.0.0.1:5555", "tcp://broker.example:1", "ipc:///tmp/x", "inproc://a"])
-    func good(_ endpoint: String) {
-        #expect(Endpoint.problem(endpoint, binding: false) == nil)
-    }
-
-    @Test("binding may use wildcards; connecting may not")
-    func wildcards() {
-        #expect(Endpoint.problem("tcp://*:5555", binding: true) == nil)
-        #expect(Endpoint.problem("tcp://127.0.0.1:*", binding: true) == nil)
-        #expect(Endpoint.problem("tcp://*:5555", binding: false) != nil)
-        #expect(Endpoint.problem("tcp://host:*", binding: false) != nil)
-    }
-
-    @Test("malformed endpoints get a reason that says what to write", arguments: [
-        ("localhost:5555", "no transport"), ("tcp://localhost", "no port"), ("tcp://:5555", "no host"),
-        ("tcp://h:99999", "1 to 65535"), ("udp://h:1", "supports tcp://"),
-    ])
-    func bad(_ endpoint: String, _ fragment: String) {
-        #expect(Endpoint.problem(endpoint, binding: false)?.contains(fragment) == true)
     }
 }

@@ -1,97 +1,7 @@
+import DroverDispatch
 import DroverProtocol
-import Foundation
 import Logging
-import Synchronization
 import ZeroMQ
-
-/// The broker: one ROUTER endpoint for producers, workers and the controller.
-///
-/// Threads: ``run()`` owns the ROUTER socket and the ``Dispatcher`` on the calling thread;
-/// ``stop()`` may be called from any thread and wakes it through an eventfd.
-public final class Broker: Sendable {
-    public let options: BrokerOptions
-    private let logger: Logger
-    private let context: ZMQContext
-    private let wakeup = Wakeup()
-    private let stopping = Atomic<Bool>(false)
-
-    private let ownsContext: Bool
-
-    /// A broker with a context of its own, terminated when ``run()`` returns so that its last
-    /// replies are flushed before the process ends.
-    public convenience init(options: BrokerOptions, logger: Logger) {
-        self.init(options: options, context: ZMQContext(), ownsContext: true, logger: logger)
-    }
-
-    /// A broker on a shared context, which the caller terminates.
-    public convenience init(options: BrokerOptions, context: ZMQContext, logger: Logger) {
-        self.init(options: options, context: context, ownsContext: false, logger: logger)
-    }
-
-    private init(options: BrokerOptions, context: ZMQContext, ownsContext: Bool, logger: Logger) {
-        self.options = options
-        self.context = context
-        self.ownsContext = ownsContext
-        self.logger = logger
-    }
-
-    /// Asks ``run()`` to return. Safe from any thread.
-    public func stop() {
-        stopping.store(true, ordering: .releasing)
-        wakeup.signal()
-    }
-
-    /// Binds and serves until ``stop()``. Throws when the endpoint cannot be bound.
-    public func run() throws {
-        // Bounded linger: last replies (a goodbye acknowledgement) go out as the broker stops.
-        let socket = try ZMQSocket(context, type: .router, linger: 500)
-        try socket.set(.routerMandatory(true))
-        try socket.set(.routerHandover(true))
-        try socket.set(.maxMessageSize(bytes: options.maxFrameBytes))
-        try socket.set(.sendHighWaterMark(BrokerOptions.sendHighWaterMark))
-        try socket.set(.receiveHighWaterMark(BrokerOptions.sendHighWaterMark))
-        try socket.set(.heartbeatInterval(milliseconds: options.heartbeatMilliseconds))
-        try socket.set(.heartbeatTimeout(milliseconds: options.heartbeatMilliseconds * options.liveness))
-        do {
-            try socket.bind(options.bind)
-        } catch where error == .addressInUse {
-            throw DroverError.cannotBind(options.bind, "the address is in use (is another broker running? pick another port with --bind)")
-        } catch {
-            throw DroverError.cannotBind(options.bind, error.reason)
-        }
-        let endpoint = try socket.lastEndpoint()
-        logger.info("broker listening", metadata: ["endpoint": "\(endpoint)", "max-item-bytes": "\(options.maxItemBytes)"])
-        if let path = options.readyFile { try writeReadyFile(path, lines: [endpoint]) }
-
-        var loop = BrokerLoop(options: options, socket: socket, logger: logger)
-        var poller = ZMQPoller()
-        let socketIndex = poller.add(socket)
-        let wakeIndex = poller.add(fileDescriptor: wakeup.fileDescriptor)
-        let heartbeat = Int64(options.heartbeatMilliseconds)
-        var nextTick = monotonicMilliseconds() + heartbeat
-
-        while !stopping.load(ordering: .acquiring) {
-            let wakeAt = min(nextTick, loop.dispatcher.nextRetryDue ?? nextTick)
-            let ready = try poller.poll(timeout: Int(max(0, wakeAt - monotonicMilliseconds())))
-            if ready[wakeIndex] { wakeup.clear() }
-            if ready[socketIndex] { try loop.receiveAvailable() }
-            let now = monotonicMilliseconds()
-            loop.dispatcher.releaseDueRetries(now: now)
-            if now >= nextTick {
-                loop.tick(now: now)
-                nextTick = now + heartbeat
-            }
-            try loop.flush()
-        }
-        let held = loop.dispatcher.itemsHeld
-        logger.info("broker stopping", metadata: [
-            "items-held": "\(held)",
-            "note": "\(held == 0 ? "nothing held" : "this in-memory broker keeps no journal: the items it held are gone")",
-        ])
-        socket.close()
-        if ownsContext { context.terminate() }
-    }
-}
 
 /// The broker's per-thread state: the socket, the dispatcher and the outbox. Lives on `run()`'s thread.
 struct BrokerLoop {
@@ -216,11 +126,4 @@ struct BrokerLoop {
             }
         }
     }
-}
-
-/// Writes `lines` to `path` atomically (a temporary file, then rename), so a reader never sees half.
-public func writeReadyFile(_ path: String, lines: [String]) throws {
-    let temporary = path + ".tmp"
-    try (lines.joined(separator: "\n") + "\n").write(toFile: temporary, atomically: false, encoding: .utf8)
-    guard rename(temporary, path) == 0 else { throw DroverError.cannotWrite(path, String(cString: strerror(errno))) }
 }

@@ -1,0 +1,35 @@
+import DroverProtocol
+import Foundation
+import Synchronization
+
+/// An item as a handler sees it.
+public struct WorkItem: Sendable {
+    public var id: ItemID
+    /// 1 on the first delivery, higher when the item is redelivered.
+    public var attempt: UInt32
+    public var queue: String
+    /// The item's bytes: a slice of the message it arrived in, so no copy is made per item.
+    /// `Array(item.payload)` when an array is needed.
+    public var payload: ArraySlice<UInt8>
+    /// The name of the worker running it.
+    public var worker: String
+}
+
+/// The error a handler throws to fail an item with a message of its own; any other error fails
+/// the item with its description.
+public struct HandlerFailure: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ message: String) { description = message }
+}
+
+/// Runs items on a worker's handler threads. Called concurrently from several threads.
+public protocol WorkHandler: Sendable {
+    /// Processes one item and returns its result, or throws to fail it.
+    func handle(_ item: WorkItem) throws -> [UInt8]
+    /// Stops items that are still running, when the drain deadline has passed. Optional.
+    func cancelRunning()
+}
+
+extension WorkHandler {
+    public func cancelRunning() {}
+}
