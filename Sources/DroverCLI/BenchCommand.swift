@@ -8,12 +8,11 @@ struct BenchCommand: ParsableCommand {
         abstract: "Measure the fleet on this machine against a raw libzmq pipeline run alongside it.",
         discussion: """
         Starts real broker and worker processes on loopback and drives them. Scenarios:
-          throughput  items/s end to end (every item acknowledged back to the producer), no-op
-                      handler, per item size; beside it the same process topology as a raw
-                      libzmq PUSH → forwarder → PULL pipeline, and Drover ÷ raw
+          throughput  items/s end to end (every item acknowledged back to the producer), no-op handler, per item size; beside it the same process topology as a raw libzmq PUSH → forwarder → PULL pipeline, and Drover ÷ raw
           latency     p50 / p99 / p99.9 from send to completion at fixed offered rates
           scaling     handlers that sleep 10 ms on 32 handler threads, against the ideal
           memory      broker RSS per queued 100-byte item, no workers
+
         Every figure is the median of --runs runs, with min and max. Build with -c release.
 
         Examples:

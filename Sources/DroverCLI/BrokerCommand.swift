@@ -7,11 +7,9 @@ struct BrokerCommand: ParsableCommand {
         commandName: "broker",
         abstract: "Run the broker: queues items and hands them to workers against their credit.",
         discussion: """
-        Producers, workers and the controller all connect to this one endpoint.
-        The queue is held in memory: items still queued when the broker stops are lost.
+        Producers, workers and the controller all connect to this one endpoint. The queue is held in memory: items still queued when the broker stops are lost.
 
-        A failed item is retried with jittered exponential backoff; after --max-deliveries
-        failed deliveries it goes to the dead-letter store (see `drover dlq`).
+        A failed item is retried with jittered exponential backoff; after --max-deliveries failed deliveries it goes to the dead-letter store (see `drover dlq`).
 
         Example:
           drover broker --bind tcp://*:5555 --max-deliveries 3 --queue-max-deliveries images=10

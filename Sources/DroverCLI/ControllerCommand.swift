@@ -6,9 +6,7 @@ struct ControllerCommand: ParsableCommand {
         commandName: "controller",
         abstract: "Run the controller: publishes fleet state and carries out `drover exit`.",
         discussion: """
-        Workers subscribe to --publish (their --control); `drover exit` and `drover status`
-        talk to --bind. A restarted controller starts a new run: its state is newer than any
-        earlier exit.
+        Workers subscribe to --publish (their --control); `drover exit` and `drover status` talk to --bind. A restarted controller starts a new run: its state is newer than any earlier exit.
 
         Example:
           drover controller --broker tcp://broker-host:5555 --publish tcp://*:5556 --bind tcp://*:5557

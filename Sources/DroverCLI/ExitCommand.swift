@@ -8,10 +8,7 @@ struct ExitCommand: ParsableCommand {
         commandName: "exit",
         abstract: "Shut the whole fleet down: workers stop taking work, finish what is running, hand back the rest, and exit.",
         discussion: """
-        Prints each worker as it leaves and exits 0 once every worker has finished its running
-        items and confirmed; exits 1, naming them, when a worker went silent instead, had to
-        hand running items back at the deadline, or was still running past the deadline.
-        The broker keeps the items handed back. Restart the controller to begin a new run.
+        Prints each worker as it leaves and exits 0 once every worker has finished its running items and confirmed; exits 1, naming them, when a worker went silent instead, had to hand running items back at the deadline, or was still running past the deadline. The broker keeps the items handed back. Restart the controller to begin a new run.
 
         Example:
           drover exit --controller tcp://controller-host:5557 --deadline 60

@@ -9,9 +9,7 @@ struct UpCommand: ParsableCommand {
         commandName: "up",
         abstract: "Start a whole fleet on this machine: a broker, a controller and N workers, as child processes.",
         discussion: """
-        Prints the endpoints and the commands to use them. Ctrl-C (or `drover exit` from
-        another terminal) shuts the fleet down in order: workers drain and exit, then the
-        controller and the broker stop. A second Ctrl-C stops everything at once.
+        Prints the endpoints and the commands to use them. Ctrl-C (or `drover exit` from another terminal) shuts the fleet down in order: workers drain and exit, then the controller and the broker stop. A second Ctrl-C stops everything at once.
 
         Examples:
           drover up --workers 2 --threads 2 --exec 'tr a-z A-Z'

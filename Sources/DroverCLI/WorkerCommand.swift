@@ -8,9 +8,7 @@ struct WorkerCommand: ParsableCommand {
         commandName: "worker",
         abstract: "Run a worker: handler threads that take items from the broker and run a handler on each.",
         discussion: """
-        Start as many as you like, on any hosts. SIGTERM (or Ctrl-C) drains this worker: it
-        hands unstarted items back, finishes running ones, and exits 0; a second one stops it
-        at once and the broker redelivers its items.
+        Start as many as you like, on any hosts. SIGTERM (or Ctrl-C) drains this worker: it hands unstarted items back, finishes running ones, and exits 0; a second one stops it at once and the broker redelivers its items.
 
         Exit status: 0 drained, 2 stopped at once, 3 drain deadline passed.
 
