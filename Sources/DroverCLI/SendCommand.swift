@@ -95,6 +95,9 @@ struct SendCommand: ParsableCommand {
                 if isatty(STDIN_FILENO) != 0 { writeError("reading items from stdin, one per line; end with Ctrl-D\n") }
                 lines = LineSource()
             }
+            // A line longer than the broker takes is refused as soon as it passes the limit,
+            // not read whole first.
+            lines.maxLineBytes = Int(try producer.connect().maxItemBytes)
             summary = try producer.send(from: &lines, onOutcome: onOutcome, onProgress: onProgress)
         }
         flushResults()

@@ -11,6 +11,10 @@ public enum Codec {
     static let refBytes = 20
     /// Size of an outcome header: 16-byte id + 4-byte attempt + 1-byte status.
     static let outcomeHeaderBytes = 21
+    /// Most bytes of records in one packed frame, unless one record alone is larger. Well under
+    /// the broker's frame limit (its largest item plus 64 KiB, at least 1 MiB + 64 KiB), and large
+    /// enough that a batch of small items is one frame.
+    public static let packedFrameBytes = 256 * 1024
 
     // MARK: Encoding
 
@@ -220,17 +224,33 @@ public enum Codec {
         }
     }
 
-    /// Packs `records` into one frame (none when empty): per record its `header`-byte header,
-    /// written by `writeHeader`, then its payload as `sized`.
+    /// Packs `records` into frames (none when empty): per record its `header`-byte header,
+    /// written by `writeHeader`, then its payload as `sized`. A frame holds records up to
+    /// ``packedFrameBytes``; a record larger than that gets a frame of its own. So no frame is
+    /// larger than the largest record or that bound, whichever is more, and a message stays
+    /// under the broker's frame limit (its largest item plus 64 KiB) however many items it
+    /// carries, as long as each item is within the broker's item limit.
     static func appendPacked<T>(_ records: [T], header: Int, payload: (T) -> ArraySlice<UInt8>, to frames: inout [[UInt8]],
                                 writeHeader: (inout FrameWriter, T) -> Void) {
-        guard !records.isEmpty else { return }
-        let size = records.count * (header + 4) + records.reduce(0) { $0 + payload($1).count }
-        frames.append(FrameWriter.frame(size: size) { frame in
-            for record in records {
-                writeHeader(&frame, record)
-                frame.sized(payload(record))
+        var start = records.startIndex
+        var size = 0
+        func emit(_ range: Range<Int>, size: Int) {
+            frames.append(FrameWriter.frame(size: size) { frame in
+                for record in records[range] {
+                    writeHeader(&frame, record)
+                    frame.sized(payload(record))
+                }
+            })
+        }
+        for index in records.indices {
+            let recordSize = header + 4 + payload(records[index]).count
+            if size > 0 && size + recordSize > packedFrameBytes {
+                emit(start..<index, size: size)
+                start = index
+                size = 0
             }
-        })
+            size += recordSize
+        }
+        if size > 0 { emit(start..<records.endIndex, size: size) }
     }
 }

@@ -119,4 +119,26 @@ struct CodecTests {
         #expect(ItemID(hex: Self.id1.description) == Self.id1)
         #expect(ItemID(hex: "xyz") == nil)
     }
+
+    @Test("packed frames stay under the broker's frame limit however many large records a message carries")
+    func packedFramesAreBounded() throws {
+        // Ten results of 900 KB and a hundred small ones: one packed frame would be 9 MB, over
+        // the default broker's limit of 1 MiB + 64 KiB, which drops the sender's connection.
+        var outcomes: [ItemOutcome] = []
+        for n in 0..<110 {
+            let size = n % 11 == 0 ? 900_000 : 100
+            outcomes.append(ItemOutcome(id: ItemID(high: 7, low: UInt64(n)), attempt: 1, status: .succeeded,
+                                        payload: Array(repeating: UInt8(n & 0xFF), count: size)))
+        }
+        let frames = Codec.encode(.done(credit: 3, outcomes))
+        let packed = frames.dropFirst(3)
+        #expect(packed.count > 1)
+        for frame in packed {
+            #expect(frame.count <= max(Codec.packedFrameBytes, 900_000 + Codec.outcomeHeaderBytes + 4))
+        }
+        #expect(try Codec.decode(frames) == .done(credit: 3, outcomes))
+        let small = (0..<1000).map { SubmittedItem(id: ItemID(high: 1, low: UInt64($0)), payload: Array(repeating: 1, count: 16)) }
+        #expect(Codec.encode(.submit(Submit(queue: "q", wantsResults: false, items: small))).count == 5,
+                "a batch of small items is still one packed frame")
+    }
 }

@@ -41,10 +41,14 @@ public final class ExecHandler: WorkHandler {
     public func handle(_ item: WorkItem) throws -> [UInt8] {
         let env = ["DROVER_ITEM_ID": item.id.description, "DROVER_ATTEMPT": String(item.attempt),
                    "DROVER_QUEUE": item.queue, "DROVER_WORKER": item.worker]
-        let outcome = try Self.run(argv: ["/bin/sh", "-c", command], input: Array(item.payload), environment: env,
+        let outcome = try Self.run(argv: ["/bin/sh", "-c", command], input: item.payload, environment: env,
+                                   maxOutputBytes: item.maxResultBytes,
                                    track: { pid, started in
                                        self.children.withLock { if started { $0.insert(pid) } else { $0.remove(pid) } }
                                    })
+        if outcome.outputCut {
+            throw HandlerFailure("command wrote more than \(groupedDigits(item.maxResultBytes)) bytes, the broker's limit for a result (broker --max-item-size); it was stopped")
+        }
         if outcome.status == 0 { return outcome.stdout }
         var stderr = String(decoding: outcome.stderr.prefix(Self.maxErrorBytes), as: UTF8.self)
             .trimmingCharacters(in: .whitespacesAndNewlines)
@@ -62,12 +66,18 @@ public final class ExecHandler: WorkHandler {
         var status: Int32
         var stdout: [UInt8]
         var stderr: [UInt8]
+        /// Its stdout passed `maxOutputBytes`: it was killed and `stdout` holds only the start.
+        var outputCut = false
     }
 
     /// Spawns `argv`, feeds `input` to its stdin while reading stdout and stderr (all three at
     /// once, so a child that writes a lot before reading cannot deadlock us), and waits for it.
-    static func run(argv: [String], input: [UInt8], environment: [String: String],
-                    track: (pid_t, Bool) -> Void = { _, _ in }) throws -> Outcome {
+    /// Our end of its stdin is non-blocking: a pipe that polls writable has room for one page,
+    /// not for everything we might write, and a blocking write of more would wait for a child
+    /// that is itself waiting for us to read its stdout. A child whose stdout passes
+    /// `maxOutputBytes` is killed (its whole process group): nobody could take the result.
+    static func run(argv: [String], input: ArraySlice<UInt8>, environment: [String: String],
+                    maxOutputBytes: Int = Int.max, track: (pid_t, Bool) -> Void = { _, _ in }) throws -> Outcome {
         var stdinPipe: [Int32] = [-1, -1], stdoutPipe: [Int32] = [-1, -1], stderrPipe: [Int32] = [-1, -1]
         guard drover_pipe_cloexec(&stdinPipe, 0) == 0, drover_pipe_cloexec(&stdoutPipe, 0) == 0,
               drover_pipe_cloexec(&stderrPipe, 0) == 0 else {
@@ -109,9 +119,15 @@ public final class ExecHandler: WorkHandler {
         defer { track(pid, false) }
 
         var out: [UInt8] = [], err: [UInt8] = []
+        var outputCut = false
         var written = 0
         var writeFD = stdinPipe[1]
-        if input.isEmpty { close(writeFD); writeFD = -1 }
+        if input.isEmpty {
+            close(writeFD)
+            writeFD = -1
+        } else {
+            _ = fcntl(writeFD, F_SETFL, fcntl(writeFD, F_GETFL) | O_NONBLOCK)
+        }
         var readOut = stdoutPipe[0], readErr = stderrPipe[0]
         var buffer = [UInt8](repeating: 0, count: 65536)
         while readOut >= 0 || readErr >= 0 {
@@ -134,7 +150,17 @@ public final class ExecHandler: WorkHandler {
             for (index, fdRef) in [(0, readOut), (1, readErr)] where fdRef >= 0 && fds[index].revents != 0 {
                 let n = buffer.withUnsafeMutableBytes { read(fdRef, $0.baseAddress, $0.count) }
                 if n > 0 {
-                    if index == 0 { out += buffer[0..<n] } else { err += buffer[0..<n] }
+                    if index == 1 {
+                        // Only the start of stderr is reported; the rest is read and dropped.
+                        if err.count < maxErrorBytes { err += buffer[0..<min(n, maxErrorBytes - err.count)] }
+                    } else if out.count + n <= maxOutputBytes {
+                        out += buffer[0..<n]
+                    } else {
+                        outputCut = true
+                        kill(-pid, SIGKILL)
+                        close(fdRef)
+                        readOut = -1
+                    }
                 } else if n == 0 || errno != EINTR {
                     close(fdRef)
                     if index == 0 { readOut = -1 } else { readErr = -1 }
@@ -147,6 +173,6 @@ public final class ExecHandler: WorkHandler {
         // WIFEXITED / WEXITSTATUS are macros Swift cannot call.
         let termSignal = status & 0x7f
         let code = termSignal == 0 ? (status >> 8) & 0xff : -termSignal
-        return Outcome(status: code, stdout: out, stderr: err)
+        return Outcome(status: code, stdout: out, stderr: err, outputCut: outputCut)
     }
 }

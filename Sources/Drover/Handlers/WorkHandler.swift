@@ -13,6 +13,19 @@ public struct WorkItem: Sendable {
     public var payload: ArraySlice<UInt8>
     /// The name of the worker running it.
     public var worker: String
+    /// The largest result the broker accepts (its `--max-item-size`). A longer result fails the
+    /// item; a handler that streams output (``ExecHandler``) may stop reading past it.
+    public var maxResultBytes: Int
+
+    public init(id: ItemID, attempt: UInt32, queue: String, payload: ArraySlice<UInt8>, worker: String,
+                maxResultBytes: Int = Int.max) {
+        self.id = id
+        self.attempt = attempt
+        self.queue = queue
+        self.payload = payload
+        self.worker = worker
+        self.maxResultBytes = maxResultBytes
+    }
 }
 
 /// The error a handler throws to fail an item with a message of its own; any other error fails

@@ -3,6 +3,9 @@ public enum NextItem {
     case item([UInt8])
     /// Nothing yet (input is still coming): the producer sends what it has batched and waits.
     case notYet
+    /// An item the source could not give whole (a line over the broker's limit): it counts as
+    /// read and not accepted, with this reason, and the producer goes on with the next.
+    case refused(String)
     /// No more items.
     case end
 }

@@ -1,57 +1,107 @@
-import Drover
 import Foundation
 
 /// The lines of a file or of stdin as items, without their line endings; empty lines are
 /// skipped (they are not items). It never blocks: when no whole line is ready it says
-/// `notYet`, so `drover send` sends what it has at once and a line typed or piped slowly
-/// (`tail -f log | drover send …`) goes out as soon as it arrives.
-struct LineSource: ItemSource {
+/// ``NextItem/notYet``, so `drover send` sends what it has at once and a line typed or piped
+/// slowly (`tail -f log | drover send …`) goes out as soon as it arrives.
+///
+/// A line longer than ``maxLineBytes`` is refused as soon as it passes the limit, by its line
+/// number, and the rest of it is read and dropped, so a huge line costs what reading it costs
+/// and no more memory than the limit. Each byte is searched for a newline once.
+public struct LineSource: ItemSource {
     private let fd: Int32
     private let closeWhenDone: Bool
     private var buffer: [UInt8] = []
+    /// Where `read` puts bytes before they join `buffer`.
+    private var scratch = [UInt8](repeating: 0, count: LineSource.chunk)
+    /// Where the current line starts in `buffer`.
     private var start = 0
+    /// Bytes of the current line before this index hold no newline: only later bytes are searched.
+    private var scanned = 0
     private var ended = false
+    /// Lines read so far, empty ones included (the current line is number `lines + 1`).
+    private(set) var lines = 0
+    /// Set while the rest of a refused line is being read and dropped.
+    private var skipping = false
+    /// The longest line taken as an item, in bytes (a `\r` before the newline is not counted).
+    /// Default: no limit. `drover send` sets it to the broker's maximum item size.
+    public var maxLineBytes = Int.max
 
     /// Most bytes read per `read` call.
     static let chunk = 64 * 1024
 
     /// Reads stdin.
-    init() {
+    public init() {
         fd = STDIN_FILENO
         closeWhenDone = false
     }
 
-    /// Opens `path`, or throws a message saying why it cannot be read.
-    init(path: String) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw CommandFailure("--file \(path): \(String(cString: strerror(errno)))") }
-        self.fd = fd
-        closeWhenDone = true
+    /// Reads `fd`, closing it at the end when `closeWhenDone`.
+    public init(fileDescriptor: Int32, closeWhenDone: Bool) {
+        fd = fileDescriptor
+        self.closeWhenDone = closeWhenDone
     }
 
-    var fileDescriptor: Int32? { ended ? nil : fd }
+    /// Opens `path`, or throws an error saying why it cannot be read.
+    public init(path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw DroverError.badOption("--file \(path): \(String(cString: strerror(errno)))") }
+        self.init(fileDescriptor: fd, closeWhenDone: true)
+    }
 
-    mutating func next() -> NextItem {
+    public var fileDescriptor: Int32? { ended ? nil : fd }
+
+    public mutating func next() -> NextItem {
         while true {
-            if let newline = buffer[start...].firstIndex(of: 0x0A) {
-                let line = trimmed(buffer[start..<newline])
+            if let newline = Self.newline(in: buffer, from: scanned) {
+                let line = buffer[start..<newline]
+                lines += 1
                 start = newline + 1
-                if start > Self.chunk { buffer.removeFirst(start); start = 0 }
-                if line.isEmpty { continue }
-                return .item(line)
+                scanned = start
+                if start > Self.chunk {
+                    buffer.removeFirst(start)
+                    start = 0
+                    scanned = 0
+                }
+                if skipping {
+                    skipping = false
+                    continue
+                }
+                if let item = Self.item(line) { return .item(item) }
+                continue
+            }
+            scanned = buffer.count
+            if skipping {
+                buffer.removeAll(keepingCapacity: true)
+                start = 0
+                scanned = 0
+            } else if buffer.count - start - 1 > maxLineBytes {
+                // Over the limit even if its last byte is the `\r` of a `\r\n`.
+                let soFar = buffer.count - start
+                buffer.removeAll(keepingCapacity: true)
+                start = 0
+                scanned = 0
+                skipping = true
+                return .refused("line \(lines + 1) is over the broker's limit of \(groupedDigits(maxLineBytes)) bytes "
+                                + "(\(groupedDigits(soFar)) read when it was refused; the rest of the line was skipped)")
             }
             if ended {
-                let rest = trimmed(buffer[start...])
+                if skipping {
+                    skipping = false
+                    return .end
+                }
+                let rest = buffer[start...]
                 buffer.removeAll()
                 start = 0
-                return rest.isEmpty ? .end : .item(rest)
+                scanned = 0
+                if rest.isEmpty { return .end }
+                lines += 1
+                return Self.item(rest).map(NextItem.item) ?? .end
             }
             var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             guard poll(&ready, 1, 0) > 0 else { return .notYet }
-            let before = buffer.count
-            buffer.append(contentsOf: repeatElement(0, count: Self.chunk))
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress! + before, Self.chunk) }
-            buffer.removeLast(Self.chunk - max(n, 0))
+            let n = scratch.withUnsafeMutableBytes { read(fd, $0.baseAddress!, Self.chunk) }
+            if n > 0 { buffer.append(contentsOf: scratch[0..<n]) }
             if n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN) {
                 ended = true
                 if closeWhenDone { close(fd) }
@@ -59,9 +109,18 @@ struct LineSource: ItemSource {
         }
     }
 
-    private func trimmed(_ bytes: ArraySlice<UInt8>) -> [UInt8] {
+    /// The index of the first newline in `bytes` at or after `start`.
+    private static func newline(in bytes: [UInt8], from start: Int) -> Int? {
+        bytes.withUnsafeBufferPointer { all in
+            guard start < all.count, let found = memchr(all.baseAddress! + start, 0x0A, all.count - start) else { return nil }
+            return all.baseAddress!.distance(to: found.assumingMemoryBound(to: UInt8.self))
+        }
+    }
+
+    /// A line without its trailing `\r`s and `\n`s, or `nil` when nothing is left.
+    private static func item(_ bytes: ArraySlice<UInt8>) -> [UInt8]? {
         var end = bytes.endIndex
         while end > bytes.startIndex, bytes[end - 1] == 0x0D || bytes[end - 1] == 0x0A { end -= 1 }
-        return Array(bytes[bytes.startIndex..<end])
+        return end == bytes.startIndex ? nil : Array(bytes[bytes.startIndex..<end])
     }
 }

@@ -129,8 +129,12 @@ public final class Producer {
             fill: while !exhausted && canOffer {
                 switch next() {
                 case .item(let payload): try offer(payload)
+                case .refused(let reason): refuse(reason)
                 case .notYet: break fill
-                case .end: exhausted = true
+                case .end:
+                    exhausted = true
+                    // An input at its end polls readable (or invalid, once closed) forever.
+                    if fd != nil { stopWakingOnInput() }
                 }
             }
             try flush()
@@ -193,6 +197,24 @@ public final class Producer {
         batchBytes += payload.count
         if batch.count >= options.batchItems || batchBytes >= options.batchBytes { try flush() }
         return Int(index)
+    }
+
+    /// Counts an item the input could not give (a line over the broker's limit) as read and
+    /// refused with `reason`; returns its index.
+    @discardableResult
+    public func refuse(_ reason: String) -> Int {
+        let index = Int(nextIndex)
+        nextIndex += 1
+        summary.read = Int(nextIndex)
+        summary.rejected[index] = reason
+        return index
+    }
+
+    /// From now on ``pump(timeoutMilliseconds:)`` waits for the broker alone.
+    func stopWakingOnInput() {
+        var p = ZMQPoller()
+        _ = p.add(socket)
+        poller = consume p
     }
 
     /// Sends the current batch. One that cannot be queued (the broker is not connected, or

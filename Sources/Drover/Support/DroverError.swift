@@ -46,3 +46,14 @@ public struct DroverError: Error, Equatable, CustomStringConvertible, Sendable {
 func formatSeconds(_ s: Double) -> String {
     s == s.rounded() ? "\(Int(s)) s" : "\(s) s"
 }
+
+/// `n` with thousands separated by commas (`3,000,000`), whatever the locale: for messages.
+public func groupedDigits(_ n: Int) -> String {
+    let digits = String(n.magnitude)
+    var out = ""
+    for (i, c) in digits.enumerated() {
+        if i > 0 && (digits.count - i) % 3 == 0 { out.append(",") }
+        out.append(c)
+    }
+    return n < 0 ? "-" + out : out
+}

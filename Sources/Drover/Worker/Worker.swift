@@ -17,6 +17,11 @@ public final class Worker: Sendable {
     let context: ZMQContext
     let wakeup = Wakeup()
     let mailbox = Mutex(Mailbox())
+    /// The broker's item limit, from its `welcome`: a result longer than this fails its item
+    /// here, since the broker would refuse the message that carried it.
+    let maxResultBytes = Atomic<Int>(Int.max)
+    /// Most bytes of a handler's error text sent to the broker.
+    static let maxErrorBytes = 16 * 1024
 
     /// What other threads leave for the I/O thread.
     struct Mailbox {
@@ -86,13 +91,10 @@ public final class Worker: Sendable {
         let pool = HandlerPool<HeldJob>(threads: options.threads, capacity: options.capacity, name: "drover-handler") {
             [self, queue = options.queue, name = options.name] job, pool in
             let delivery = job.delivery
-            let item = WorkItem(id: delivery.id, attempt: delivery.attempt, queue: queue, payload: delivery.payload, worker: name)
-            let outcome: ItemOutcome
-            do {
-                outcome = ItemOutcome(id: item.id, attempt: item.attempt, status: .succeeded, payload: try self.handler.handle(item))
-            } catch {
-                outcome = ItemOutcome(id: item.id, attempt: item.attempt, status: .failed, payload: Array("\(error)".utf8))
-            }
+            let limit = self.maxResultBytes.load(ordering: .relaxed)
+            let item = WorkItem(id: delivery.id, attempt: delivery.attempt, queue: queue, payload: delivery.payload,
+                                worker: name, maxResultBytes: limit)
+            let outcome = Self.run(self.handler, item, limit: limit)
             let waiting = self.mailbox.withLock { box in
                 box.outcomes.append(FinishedJob(slot: job.slot, outcome: outcome))
                 return box.outcomes.count
@@ -112,5 +114,23 @@ public final class Worker: Sendable {
         case .deadlinePassed, .stopped: pool.close()  // handler threads may be stuck; the process ends them
         }
         return exit
+    }
+
+    /// Runs `item` through `handler`: its result, or its failure with the error's text. A result
+    /// over `limit` bytes fails the item instead (it is retried and dead-lettered like any
+    /// failure), and error text is cut to ``maxErrorBytes``, so that no outcome is larger than
+    /// the broker accepts.
+    static func run(_ handler: any WorkHandler, _ item: WorkItem, limit: Int) -> ItemOutcome {
+        let text: String
+        do {
+            let result = try handler.handle(item)
+            if result.count <= limit { return ItemOutcome(id: item.id, attempt: item.attempt, status: .succeeded, payload: result) }
+            text = "result of \(groupedDigits(result.count)) bytes is over the broker's limit of \(groupedDigits(limit)) (broker --max-item-size)"
+        } catch {
+            text = "\(error)"
+        }
+        var error = Array(text.utf8.prefix(min(maxErrorBytes, limit)))
+        if text.utf8.count > error.count { error += Array(" …".utf8) }
+        return ItemOutcome(id: item.id, attempt: item.attempt, status: .failed, payload: error)
     }
 }

@@ -145,6 +145,7 @@ struct WorkerLoop {
             let grants = helloOutstanding
             helloOutstanding = false
             registered = true
+            worker.maxResultBytes.store(Int(welcome.maxItemBytes), ordering: .relaxed)
             logger.info("registered with the broker", metadata: ["broker": "\(options.broker)", "queue": "\(options.queue)", "threads": "\(options.threads)"])
             if !wroteReadyFile, let path = options.readyFile {
                 wroteReadyFile = true
