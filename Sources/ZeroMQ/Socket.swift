@@ -27,7 +27,7 @@ public typealias Frame = [UInt8]
 public final class ZMQSocket {
     let handle: UnsafeMutableRawPointer
     // Keeps the context alive while the socket is open: zmq_ctx_term waits for every socket.
-    private let context: ZMQContext
+    let context: ZMQContext
     // A zmq_msg_t holds small messages inline, so it needs one stable address from init to close.
     private let message: UnsafeMutablePointer<zmq_msg_t>
     private var closed = false

@@ -11,6 +11,12 @@ import ZeroMQ
 public final class Producer {
     public let options: ProducerOptions
     private let socket: ZMQSocket
+    /// Reports the broker connection's losses: what was queued on a lost connection, both ways,
+    /// is gone (outcomes included), and after a reconnection the broker sees a new peer, so
+    /// everything unfinished must be offered again. A pause of this process (SIGSTOP, a laptop
+    /// lid) past the broker's heartbeat timeout ends in exactly that, and the outcomes already
+    /// waiting here can make it look as if the broker never went silent.
+    private let monitor: ZMQSocket
     private let logger: Logger
     @exclusivity(unchecked) private var welcome: Welcome?
     /// Distinguishes this run's item ids from every other producer's.
@@ -45,6 +51,7 @@ public final class Producer {
         self.logger = logger
         outstanding = UnfinishedItems(window: options.window)
         socket = try ZMQSocket(context, type: .dealer, linger: 1000)
+        monitor = try socket.monitor(.disconnected)
         try socket.set(.immediate(true))
         try socket.set(.reconnectIntervalMax(milliseconds: 1000))
         try socket.set(.maxMessageSize(bytes: 64 << 20))
@@ -164,8 +171,14 @@ public final class Producer {
         batchBytes = 0
         nextIndex = 0
         lostSince = nil
+        makePoller(alsoWakeOn: fd)
+    }
+
+    /// Polls the broker socket (index 0), the connection monitor (1) and `fd` when given (2).
+    private func makePoller(alsoWakeOn fd: Int32?) {
         var p = ZMQPoller()
         _ = p.add(socket)
+        _ = p.add(monitor)
         if let fd { _ = p.add(fileDescriptor: fd) }
         poller = consume p
     }
@@ -211,11 +224,7 @@ public final class Producer {
     }
 
     /// From now on ``pump(timeoutMilliseconds:)`` waits for the broker alone.
-    func stopWakingOnInput() {
-        var p = ZMQPoller()
-        _ = p.add(socket)
-        poller = consume p
-    }
+    func stopWakingOnInput() { makePoller(alsoWakeOn: nil) }
 
     /// Sends the current batch. One that cannot be queued (the broker is not connected, or
     /// its pipe is full) is offered again shortly.
@@ -248,14 +257,25 @@ public final class Producer {
             }
             try flush()
         }
-        if try poller!.poll(timeout: timeoutMilliseconds)[0] {
+        let ready = try poller!.poll(timeout: timeoutMilliseconds)
+        if ready[0] {
             while let frames = try socket.receive(dontWait: true) {
                 lastHeard = monotonicMilliseconds()
                 if let message = try? Codec.decode(frames) { try handle(message) }
             }
         }
-        let after = monotonicMilliseconds()
+        var after = monotonicMilliseconds()
+        if ready[1] {
+            while let event = try monitor.receiveMonitorEvent(dontWait: true) {
+                guard event.kind == .disconnected, lostSince == nil else { continue }
+                // Offered again when the broker's `welcome` arrives on the new connection.
+                lostSince = after
+                lastSent = 0  // say hello at once
+                logger.warning("lost the connection to the broker; reconnecting", metadata: ["broker": "\(options.broker)"])
+            }
+        }
         // `hello` is the keep-alive: its `welcome` also says whether the broker restarted.
+        after = monotonicMilliseconds()
         if after - lastSent >= Int64(welcome!.heartbeatMilliseconds),
            try socket.send(Codec.encode(.hello(Hello(role: .producer, name: defaultWorkerName()))), dontWait: true) {
             lastSent = after
@@ -324,5 +344,8 @@ public final class Producer {
     private func itemID(_ index: UInt64) -> ItemID { ItemID(high: runID, low: index) }
 
     /// Closes the connection (also done when the producer is released).
-    public func close() { socket.close() }
+    public func close() {
+        monitor.close()
+        socket.close()
+    }
 }
