@@ -12,21 +12,23 @@ public final class ZMQContext: @unchecked Sendable {
     /// Creates a context with `ioThreads` background I/O threads.
     /// The corresponding C function is `zmq_ctx_new`.
     public init(ioThreads: Int32 = 1) {
-        guard let handle = zmq_ctx_new() else {
-            preconditionFailure("zmq_ctx_new failed: out of memory or file descriptors")
+        do {
+            handle = try zmqHandle("zmq_ctx_new") { zmq_ctx_new() }
+        } catch {
+            preconditionFailure("\(error): out of memory or file descriptors")
         }
-        self.handle = handle
-        _ = zmq_ctx_set(handle, ZMQ_IO_THREADS, ioThreads)
+        // Both values are valid for every context: a failure here is a Drover bug.
+        _ = try? zmqCall("zmq_ctx_set(ZMQ_IO_THREADS)") { zmq_ctx_set(handle, ZMQ_IO_THREADS, ioThreads) }
         // A socket blocked in receive or send must never outlive shutdown: sockets set their
         // own bounded linger too, this is the default for any that forget.
-        _ = zmq_ctx_set(handle, ZMQ_BLOCKY, 0)
+        _ = try? zmqCall("zmq_ctx_set(ZMQ_BLOCKY)") { zmq_ctx_set(handle, ZMQ_BLOCKY, 0) }
     }
 
     /// Makes every blocking call on this context's sockets return `ETERM`, so that each owning
     /// thread sees ``ZMQError/contextTerminated``, closes its socket and stops.
     /// The corresponding C function is `zmq_ctx_shutdown`.
     public func shutdown() {
-        _ = zmq_ctx_shutdown(handle)
+        _ = try? zmqCall("zmq_ctx_shutdown") { zmq_ctx_shutdown(handle) }
     }
 
     /// Waits until every socket of this context is closed and their unsent messages have
@@ -40,7 +42,8 @@ public final class ZMQContext: @unchecked Sendable {
             return !done
         }
         guard first else { return }
-        while zmq_ctx_term(handle) != 0 && zmq_errno() == EINTR {}
+        // The gate retries EINTR; no other error is possible for a context terminated once.
+        _ = try? zmqCall("zmq_ctx_term") { zmq_ctx_term(handle) }
     }
 
     deinit {

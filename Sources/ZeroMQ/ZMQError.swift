@@ -8,6 +8,7 @@ public struct ZMQError: Error, Equatable, CustomStringConvertible, Sendable {
         case contextTerminated
         case hostUnreachable
         case invalidEndpoint
+        case invalidArgument
         case addressInUse
         case messageTooLarge
         case system(Int32)
@@ -25,6 +26,8 @@ public struct ZMQError: Error, Equatable, CustomStringConvertible, Sendable {
     public static let hostUnreachable = ZMQError(code: .hostUnreachable, operation: "", errno: EHOSTUNREACH)
     /// The endpoint string is malformed or names an unsupported transport.
     public static let invalidEndpoint = ZMQError(code: .invalidEndpoint, operation: "", errno: EINVAL)
+    /// An option value or argument libzmq refused (`EINVAL` outside bind and connect).
+    public static let invalidArgument = ZMQError(code: .invalidArgument, operation: "", errno: EINVAL)
     /// The address is already bound by another socket or process.
     public static let addressInUse = ZMQError(code: .addressInUse, operation: "", errno: EADDRINUSE)
 
@@ -35,7 +38,11 @@ public struct ZMQError: Error, Equatable, CustomStringConvertible, Sendable {
         case EHOSTUNREACH: code = .hostUnreachable
         case EADDRINUSE: code = .addressInUse
         case EMSGSIZE: code = .messageTooLarge
-        case EINVAL, EPROTONOSUPPORT, ENODEV, ENOENT: code = .invalidEndpoint
+        // These mean a bad endpoint only from bind and connect; EINVAL from setsockopt is a bad
+        // option value.
+        case EINVAL, EPROTONOSUPPORT, ENODEV, ENOENT:
+            code = operation.hasPrefix("zmq_bind") || operation.hasPrefix("zmq_connect") ? .invalidEndpoint
+                : errno == EINVAL ? .invalidArgument : .system(errno)
         default: code = .system(errno)
         }
         self.init(code: code, operation: operation, errno: errno)

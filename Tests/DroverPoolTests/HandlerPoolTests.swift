@@ -18,8 +18,13 @@ struct HandlerPoolTests {
         let threads = Mutex<Set<pthread_t>>([])
         let done = Expectation()
         let total = 2000
+        let allStarted = Expectation()
         let pool = HandlerPool<Int>(threads: 4, capacity: 64, name: "test") { job in
-            threads.withLock { _ = $0.insert(pthread_self()) }
+            let distinct = threads.withLock { $0.insert(pthread_self()); return $0.count }
+            if distinct == 4 { allStarted.fulfill() }
+            // The first four jobs each hold their thread until four threads have run a job: a
+            // held thread cannot take another, so they can only finish spread over all four.
+            if job < 4 { _ = allStarted.wait(seconds: 30) }
             let count = seen.withLock { $0[job, default: 0] += 1; return $0.count }
             if count == total { done.fulfill() }
         }
@@ -31,6 +36,7 @@ struct HandlerPoolTests {
         pool.join()
         #expect(seen.withLock { $0.count == total && $0.values.allSatisfy { $0 == 1 } })
         #expect(pool.outstanding == 0)
+        #expect(threads.withLock { $0.count } == 4, "every thread ran jobs")
     }
 
     @Test("the queue is bounded: submit says no when it is full")

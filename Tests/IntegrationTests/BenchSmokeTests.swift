@@ -19,17 +19,21 @@ extension ProcessTests {
             for row in throughput {
                 let drover = try #require(row["drover"] as? [String: Double])
                 let raw = try #require(row["raw"] as? [String: Double])
-                #expect(drover["min"]! > 0 && drover["min"]! <= drover["median"]! && drover["median"]! <= drover["max"]!)
-                #expect(raw["median"]! > 0)
-                #expect(abs((row["ratio"] as! Double) - drover["median"]! / raw["median"]!) < 1e-9)
+                let (low, median, high) = (try #require(drover["min"]), try #require(drover["median"]), try #require(drover["max"]))
+                let rawMedian = try #require(raw["median"])
+                #expect(low > 0 && low <= median && median <= high)
+                #expect(rawMedian > 0)
+                #expect(abs(try #require(row["ratio"] as? Double) - median / rawMedian) < 1e-9)
             }
             let latency = try #require(report["latency"] as? [[String: Any]])
             #expect(latency.count == 2)
             for row in latency {
                 let p50 = try #require(row["p50"] as? [String: Double]), p99 = try #require(row["p99"] as? [String: Double])
-                #expect(p50["median"]! > 0 && p50["median"]! <= p99["median"]!)
+                let (p50Median, p99Median) = (try #require(p50["median"]), try #require(p99["median"]))
+                #expect(p50Median > 0 && p50Median <= p99Median)
                 let rawP50 = try #require(row["rawP50"] as? [String: Double]), rawP99 = try #require(row["rawP99"] as? [String: Double])
-                #expect(rawP50["median"]! > 0 && rawP50["median"]! <= rawP99["median"]!)
+                let (rawP50Median, rawP99Median) = (try #require(rawP50["median"]), try #require(rawP99["median"]))
+                #expect(rawP50Median > 0 && rawP50Median <= rawP99Median)
             }
             let scaling = try #require(report["scaling"] as? [String: Any])
             #expect(scaling["handlerThreads"] as? Int == 32)

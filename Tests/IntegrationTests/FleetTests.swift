@@ -40,9 +40,9 @@ extension ProcessTests {
             let input = Pipe()
             let producer = try sandbox.start("producer", ["send", "--broker", broker, "--wait"], stdinPipe: input)
             input.fileHandleForWriting.write(Data("first\n".utf8))
-            #expect(eventually(seconds: 15) { producer.stdout == "FIRST\n" }, "the first line's result came back while stdin stayed open")
+            #expect(sandbox.eventually(seconds: 15) { producer.stdout == "FIRST\n" }, "the first line's result came back while stdin stayed open")
             input.fileHandleForWriting.write(Data("second\n".utf8))
-            #expect(eventually(seconds: 15) { producer.stdout == "FIRST\nSECOND\n" })
+            #expect(sandbox.eventually(seconds: 15) { producer.stdout == "FIRST\nSECOND\n" })
             try input.fileHandleForWriting.close()
             #expect(producer.wait(seconds: 15) == 0, "\(producer.stderr)")
         }
@@ -56,11 +56,11 @@ extension ProcessTests {
             let ready = sandbox.path("w.ready")
             func modified() -> Date? { (try? FileManager.default.attributesOfItem(atPath: ready))?[.modificationDate] as? Date }
             let first = try #require(modified())
-            #expect(eventually(seconds: 10) { (modified() ?? first) > first })
+            #expect(sandbox.eventually(seconds: 10) { (modified() ?? first) > first })
             broker.kill()
             _ = broker.wait(seconds: 10)
             let afterBroker = try #require(modified())
-            #expect(eventually(seconds: 10) { (modified() ?? afterBroker) > afterBroker }, "still refreshed with no broker")
+            #expect(sandbox.eventually(seconds: 10) { (modified() ?? afterBroker) > afterBroker }, "still refreshed with no broker")
         }
 
         @Test("credit: with one slow and one fast worker, the fast one processes most items")
@@ -102,11 +102,11 @@ extension ProcessTests {
             for worker in workers { #expect(worker.wait(seconds: 30) == 0, "\(worker.name): \(worker.stderr)") }
 
             let status = try sandbox.run(["status", "--broker", broker, "--json"])
-            let books = try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as! [String: Any]
-            let counters = books["counters"] as! [String: Any]
-            let queue = (books["queues"] as! [[String: Any]]).first!
-            let completed = counters["completed"] as! Int
-            let queued = queue["queued"] as! Int
+            let books = try #require(try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any])
+            let counters = try #require(books["counters"] as? [String: Any])
+            let queue = try #require((books["queues"] as? [[String: Any]])?.first)
+            let completed = try #require(counters["completed"] as? Int)
+            let queued = try #require(queue["queued"] as? Int)
             let processed = ((try? String(contentsOfFile: ledger, encoding: .utf8)) ?? "").split(separator: "\n").compactMap { Int($0) }
             #expect(Set(processed).count == processed.count, "no item ran twice")
             #expect(processed.count == completed)
@@ -166,7 +166,7 @@ extension ProcessTests {
             up.signal(SIGKILL)
             // All get SIGTERM at once; a worker whose broker stopped first waits up to 30 s for
             // it to come back (to say goodbye) before it exits.
-            #expect(eventually(seconds: 45) { children.allSatisfy { !isRunning($0) } },
+            #expect(sandbox.eventually(seconds: 45) { children.allSatisfy { !isRunning($0) } },
                     "still running: \(children.filter(isRunning))")
         }
 
@@ -193,8 +193,8 @@ extension ProcessTests {
             let replay = try sandbox.run(["dlq", "replay", "--broker", broker, id])
             #expect(replay.stdout.contains("replayed 1 dead item"))
             // It runs three more times (attempts 4 to 6) and is dead again.
-            #expect(eventually(seconds: 30) { ((try? String(contentsOfFile: ledger, encoding: .utf8)) ?? "") == "1\n2\n3\n4\n5\n6\n" })
-            #expect(eventually(seconds: 10) { (try? sandbox.run(["dlq", "list", "--broker", broker]).stdout.contains("attempts=6")) == true })
+            #expect(sandbox.eventually(seconds: 30) { ((try? String(contentsOfFile: ledger, encoding: .utf8)) ?? "") == "1\n2\n3\n4\n5\n6\n" })
+            #expect(sandbox.eventually(seconds: 10) { (try? sandbox.run(["dlq", "list", "--broker", broker]).stdout.contains("attempts=6")) == true })
             let purge = try sandbox.run(["dlq", "purge", "--broker", broker])
             #expect(purge.stdout.contains("purged 1 dead item"))
             let bad = try sandbox.run(["dlq", "show", "--broker", broker, "not-an-id"])
@@ -228,7 +228,7 @@ extension ProcessTests {
             let sent = try sandbox.run(["send", "--broker", broker, "long"])
             #expect(sent.status == 0)
             // Wait until the item is running, so the exit finds it mid-run.
-            #expect(eventually(seconds: 20) { FileManager.default.fileExists(atPath: started) })
+            #expect(sandbox.eventually(seconds: 20) { FileManager.default.fileExists(atPath: started) })
             let exit = try sandbox.run(["exit", "--controller", commands, "--deadline", "1"], timeout: 60)
             #expect(exit.status == 1, "a worker had to give up a running item: \(exit.stderr)")
             #expect(exit.stdout.contains("worker stuck exited: 0 items completed, 1 handed back"))

@@ -185,12 +185,26 @@ final class DroverProcess: @unchecked Sendable {
     }
 }
 
-/// Waits until `condition` holds, checking whenever `process` changes or every 50 ms, up to `seconds`.
-func eventually(seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
-    let limit = Date().addingTimeInterval(seconds)
-    while Date() < limit {
-        if try condition() { return true }
-        Thread.sleep(forTimeInterval: 0.05)
+extension Sandbox {
+    /// Waits until `condition` holds, up to `seconds`. It is checked at once, then again after
+    /// every change to a file in this sandbox (the processes' stdout, stderr, ledgers and ready
+    /// files all live here; inotify reports each write), and at least every 250 ms for
+    /// conditions that no file here reflects (a broker's status, a process in /proc).
+    func eventually(seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+        let limit = Date().addingTimeInterval(seconds)
+        let watch = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
+        defer { if watch >= 0 { close(watch) } }
+        if watch >= 0 {
+            _ = inotify_add_watch(watch, directory, UInt32(IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_ATTRIB))
+        }
+        var events = [UInt8](repeating: 0, count: 4096)
+        while true {
+            if try condition() { return true }
+            let left = limit.timeIntervalSinceNow
+            if left <= 0 { return false }
+            var ready = pollfd(fd: watch, events: Int16(POLLIN), revents: 0)
+            _ = poll(&ready, 1, Int32(min(left, 0.25) * 1000) + 1)
+            if watch >= 0 { _ = events.withUnsafeMutableBytes { read(watch, $0.baseAddress, $0.count) } }
+        }
     }
-    return try condition()
 }

@@ -38,7 +38,7 @@ extension ProcessTests {
             let items = 16
             let send = try fleet.sandbox.start("send", ["send", "--broker", fleet.broker, "--wait", "--timeout", "10"]
                                                + (1...items).map { "item-\($0)" }, namespace: fleet.lab["producer"].namespace)
-            #expect(eventually(seconds: 30) { fleet.ledger().contains { $0.worker == "host-a" } }, "host-a starts items")
+            #expect(fleet.sandbox.eventually(seconds: 30) { fleet.ledger().contains { $0.worker == "host-a" } }, "host-a starts items")
             try fleet.lab.partition("host-a")
 
             // The broker declares host-a dead after the liveness window (1 s here) and host-b runs its items.
@@ -55,7 +55,7 @@ extension ProcessTests {
             try fleet.lab.heal("host-a")
             // host-a registers again and reports what it finished while cut off: too late, and rejected.
             var counters: [String: Int] = [:]
-            #expect(eventually(seconds: 30) {
+            #expect(fleet.sandbox.eventually(seconds: 30) {
                 counters = (try? fleet.status()["counters"] as? [String: Int]) ?? [:]
                 return (counters["staleOutcomes"] ?? 0) >= 1
             }, "late outcomes from host-a are counted stale: \(counters)")
@@ -70,7 +70,7 @@ extension ProcessTests {
             fleet.brokerProcess.signal(SIGKILL)
             _ = fleet.brokerProcess.wait(seconds: 10)
             try fleet.startBroker(name: "broker-2")
-            #expect(eventually(seconds: 30) { ((try? fleet.status()["workers"] as? [Any])?.count ?? 0) == 2 },
+            #expect(fleet.sandbox.eventually(seconds: 30) { ((try? fleet.status()["workers"] as? [Any])?.count ?? 0) == 2 },
                     "both worker hosts registered with the new broker")
             let send = try fleet.send(items: 20, wait: true)
             #expect(send.status == 0, "\(send.stderr)")

@@ -19,7 +19,7 @@ extension ProcessTests {
             let producer = try sandbox.start("producer", ["send", "--broker", broker] + (wait ? ["--wait"] : []),
                                              stdin: (1...total).map(String.init).joined(separator: "\n") + "\n")
             // Pause it once items are flowing.
-            #expect(eventually(seconds: 30) { !worker.stdout.isEmpty })
+            #expect(sandbox.eventually(seconds: 30) { !worker.stdout.isEmpty })
             producer.signal(SIGSTOP)
             Thread.sleep(forTimeInterval: Double(seconds))  // the pause under test, not a wait for an event
             producer.signal(SIGCONT)

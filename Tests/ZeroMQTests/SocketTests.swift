@@ -73,6 +73,29 @@ struct SocketTests {
         #expect(throws: ZMQError.addressInUse) { try b.bind(try a.lastEndpoint()) }
     }
 
+    @Test("an option value libzmq refuses is an invalid argument, not an invalid endpoint")
+    func badOptionValue() throws {
+        let socket = try ZMQSocket(ZMQContext(), type: .dealer)
+        #expect(throws: ZMQError.invalidArgument) { try socket.set(.linger(milliseconds: -5)) }
+        #expect(throws: ZMQError.invalidEndpoint) { try socket.connect("tcp://nowhere") }
+    }
+
+    @Test("a monitor reports a connection and its loss")
+    func monitorEvents() throws {
+        let context = ZMQContext()
+        let server = try ZMQSocket(context, type: .router, linger: 0)
+        try server.bind("tcp://127.0.0.1:*")
+        let client = try ZMQSocket(context, type: .dealer, linger: 0)
+        let monitor = try client.monitor([.connected, .disconnected])
+        try monitor.set(.receiveTimeout(milliseconds: 10_000))
+        try client.connect(try server.lastEndpoint())
+        #expect(try monitor.receiveMonitorEvent()?.kind == .connected)
+        server.close()
+        #expect(try monitor.receiveMonitorEvent()?.kind == .disconnected)
+        monitor.close()
+        client.close()
+    }
+
     @Test("every typed option is accepted by libzmq, including the undeclared ZAP_ENFORCE_DOMAIN")
     func optionsApply() throws {
         let context = ZMQContext()

@@ -11,7 +11,7 @@ struct BrokerLoop {
     var dispatcher: Dispatcher
     /// Messages that met a full pipe (`EAGAIN`), retried on the next turn.
     var backlog: [Outgoing] = []
-    var malformed = 0
+    var malformed = MalformedMessages()
 
     init(options: BrokerOptions, socket: ZMQSocket, logger: Logger) {
         self.options = options
@@ -34,10 +34,7 @@ struct BrokerLoop {
         do {
             message = try Codec.decode(frames[1...])
         } catch {
-            malformed += 1
-            if malformed <= 10 || malformed % 1000 == 0 {
-                logger.warning("dropped a malformed message", metadata: ["reason": "\(error.detail)", "malformed-total": "\(malformed)"])
-            }
+            malformed.record(error, from: "a peer", logger: logger)
             send(peer, .error(error.wireCode, error.detail))
             return
         }

@@ -147,6 +147,7 @@ struct ControllerLoop {
     var lastStatusReply: Int64 = 0
     var lastWaitingEvent: Int64 = 0
     var brokerStatus: String? = nil
+    var malformed = MalformedMessages()
 
     init(options: ControllerOptions, logger: Logger, publisher: ZMQSocket, commands: ZMQSocket, broker: ZMQSocket) {
         self.options = options
@@ -168,7 +169,7 @@ struct ControllerLoop {
     mutating func command(_ frames: [Frame], now: Int64) {
         guard frames.count >= 2 else { return }
         let peer = frames[0]
-        switch try? Codec.decode(frames[1...]) {
+        switch malformed.decode(frames[1...], from: "a client", logger: logger) {
         case .exitRequest(let deadline)?:
             if fleet.phase == .running {
                 fleet = FleetState(epoch: max(wallClockMilliseconds(), fleet.epoch + 1), phase: .exiting, deadlineMilliseconds: deadline)
@@ -191,7 +192,7 @@ struct ControllerLoop {
     }
 
     mutating func fromBroker(_ frames: [Frame], now: Int64) {
-        guard case .statusReply(let text)? = try? Codec.decode(frames) else { return }
+        guard case .statusReply(let text)? = malformed.decode(frames, from: "the broker", logger: logger) else { return }
         lastStatusReply = now
         brokerStatus = text
         guard !watches.isEmpty, let status = try? JSONDecoder().decode(BrokerStatus.self, from: Data(text.utf8)) else { return }

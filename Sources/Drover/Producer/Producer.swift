@@ -24,6 +24,7 @@ public final class Producer {
     @exclusivity(unchecked) private var lastHeard: Int64 = 0
     @exclusivity(unchecked) private var lastSent: Int64 = 0
     @exclusivity(unchecked) private var poller: ZMQPoller? = nil
+    @exclusivity(unchecked) private var malformed = MalformedMessages()
 
     // The current run's books (see ``begin(onOutcome:)``).
     @exclusivity(unchecked) private var onOutcome: (Int, ItemOutcome) -> Void = { _, _ in }
@@ -74,7 +75,7 @@ public final class Producer {
                 _ = try socket.send(Codec.encode(.hello(Hello(role: .producer, name: defaultWorkerName()))), dontWait: true)
             }
             if try poller.poll(timeout: 50)[0], let frames = try socket.receive(dontWait: true) {
-                switch try? Codec.decode(frames) {
+                switch malformed.decode(frames, from: "the broker", logger: logger) {
                 case .welcome(let w)?:
                     welcome = w
                     lastHeard = monotonicMilliseconds()
@@ -261,7 +262,7 @@ public final class Producer {
         if ready[0] {
             while let frames = try socket.receive(dontWait: true) {
                 lastHeard = monotonicMilliseconds()
-                if let message = try? Codec.decode(frames) { try handle(message) }
+                if let message = malformed.decode(frames, from: "the broker", logger: logger) { try handle(message) }
             }
         }
         var after = monotonicMilliseconds()

@@ -28,6 +28,7 @@ struct WorkerLoop {
     var phase = Phase.serving
     var registered = false
     var wroteReadyFile = false
+    var malformed = MalformedMessages()
     /// Deliveries handed to the pool and not yet finished.
     var inPool: HeldItems
     /// Outcomes the broker has not taken yet (it was unreachable when they finished).
@@ -122,7 +123,11 @@ struct WorkerLoop {
             }
             if let controlIndex, ready[controlIndex], let control {
                 while let frames = try control.receive(dontWait: true) {
-                    if case .fleet(let state)? = try? Codec.decode(frames) { applyFleet(state, from: "controller", now: now) }
+                    switch malformed.decode(frames, from: "the controller", logger: logger) {
+                    case .fleet(let state)?: applyFleet(state, from: "controller", now: now)
+                    case let other?: logger.warning("ignored an unexpected message from the controller", metadata: ["command": "\(other.command)"])
+                    case nil: break
+                    }
                 }
             }
             if let exit = timers(now: monotonicMilliseconds()) { return exit }
@@ -133,13 +138,7 @@ struct WorkerLoop {
 
     mutating func handleBroker(_ frames: [Frame], now: Int64) -> WorkerExit? {
         lastHeard = now
-        let message: DroverMessage
-        do {
-            message = try Codec.decode(frames)
-        } catch {
-            logger.warning("dropped a malformed message from the broker", metadata: ["reason": "\(error.detail)"])
-            return nil
-        }
+        guard let message = malformed.decode(frames, from: "the broker", logger: logger) else { return nil }
         switch message {
         case .welcome(let welcome):
             let grants = helloOutstanding

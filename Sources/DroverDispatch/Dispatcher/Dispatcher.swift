@@ -26,8 +26,9 @@ public struct Outgoing: Sendable, Equatable {
 ///
 /// The broker's I/O loop feeds it decoded messages and the time, and sends what it puts in
 /// ``takeOutbox()``. Dispatch is least-recently-used among workers that hold credit: a worker
-/// joins the back of its queue's ready list when it gains credit, and gets one item each time it
-/// reaches the front, so no item waits behind a busy worker while another has a free thread.
+/// joins the back of its queue's ready list when it gains credit, and each time it reaches the
+/// front it gets an even share of what is queued (one item when items are scarce, at most its
+/// credit), so no item waits behind a busy worker while another has a free thread.
 ///
 /// Every accepted item is in exactly one place until it completes or is purged: a queue, a
 /// lease, the retry schedule, or the dead-letter store (`held` counts them all).
