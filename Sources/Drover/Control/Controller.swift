@@ -204,7 +204,7 @@ struct ControllerLoop {
                 watch.reported.insert(gone.name)
                 if gone.how != "bye" {
                     watch.unconfirmed.append(gone.name)
-                } else if gone.reason == WorkerLoop.deadlineByeReason {
+                } else if gone.reason == WorkerTimings.deadlineByeReason {
                     watch.pastDeadline.append(gone.name)
                 } else {
                     watch.confirmed += 1

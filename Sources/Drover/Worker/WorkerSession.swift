@@ -1,0 +1,341 @@
+import DroverProtocol
+import Logging
+
+/// What a ``WorkerSession`` asks of the world outside it: the link to the broker, the handler
+/// pool and the handler. ``WorkerLoop`` implements it over a socket and real threads; tests
+/// implement it with arrays.
+protocol WorkerPorts {
+    /// Sends to the broker without blocking; `false` when it is not connected or its pipe is full
+    /// (nothing was sent).
+    mutating func send(_ message: DroverMessage) -> Bool
+    /// Hands jobs to the handler threads; returns how many the pool took, from the front.
+    mutating func run(_ jobs: [HeldJob]) -> Int
+    /// Takes back the jobs no handler thread has started.
+    mutating func takeUnstarted() -> [HeldJob]
+    /// Stops the items that are running (the drain deadline passed, or a stop at once).
+    mutating func cancelRunning()
+    /// The broker welcomed this worker (each registration, and each keep-alive answer).
+    mutating func welcomed(_ welcome: Welcome)
+}
+
+/// A worker's protocol with the broker, as a state machine: messages, finished jobs, requests
+/// and the time go in; messages to send, jobs to run and the worker's exit come out, through
+/// ``WorkerPorts``. No sockets and no clock: every input carries `now` (monotonic ms), so unit
+/// tests drive registration, credit, drain, hand-back and the goodbye wait without processes.
+///
+/// Registration and the worker's life are two independent states: a worker may lose and regain
+/// the broker while serving, draining or leaving.
+struct WorkerSession<Ports: WorkerPorts> {
+    /// Where the worker is in its life.
+    enum Phase: Equatable {
+        /// Granting credit and running items.
+        case serving
+        /// No new work; running items finish until `deadline` (monotonic ms).
+        case draining(deadline: Int64, reason: String)
+        /// Done with work; saying goodbye. `byeSentAt` is nil while the broker is unreachable
+        /// (the goodbye goes when it is back); the worker gives up waiting at `giveUpAt`.
+        case leaving(exit: WorkerExit, reason: String, byeSentAt: Int64?, giveUpAt: Int64)
+    }
+
+    /// Whether the broker knows this worker.
+    enum Registration: Equatable {
+        /// Not registered. `helloInFlight`: a `hello` went out and its `welcome` has not come.
+        /// Only the first `welcome` after a `hello` grants credit: a second one (two hellos
+        /// crossed in flight) would otherwise double it.
+        case unregistered(helloInFlight: Bool)
+        case registered
+    }
+
+    let options: WorkerOptions
+    var ports: Ports
+    let logger: Logger
+
+    private(set) var phase = Phase.serving
+    private(set) var registration = Registration.unregistered(helloInFlight: false)
+    /// Deliveries handed to the pool and not yet finished.
+    private(set) var inPool: HeldItems
+    /// Outcomes the broker has not taken yet (it was unreachable when they finished).
+    private(set) var unsentOutcomes: [ItemOutcome] = []
+    /// Slots freed since the broker last heard of our credit: sent with the next `done`.
+    private(set) var creditOwed = 0
+    /// Deliveries handed back while the broker was unreachable, to tell it when it is back.
+    private(set) var unsentHandBack: [DeliveryRef] = []
+    private var fleetEpoch: UInt64 = 0
+    private var lastSent: Int64 = 0
+    private var lastHeard: Int64 = 0
+    private var lastHello: Int64 = 0
+    private var lastTurn: Int64 = 0
+    private var lastWarned: Int64 = 0
+    private let startedAt: Int64
+
+    var heartbeat: Int64 { Int64(options.heartbeatMilliseconds) }
+    var liveness: Int64 { heartbeat * Int64(options.liveness) }
+    var isRegistered: Bool { registration == .registered }
+
+    init(options: WorkerOptions, ports: Ports, logger: Logger, now: Int64) {
+        self.options = options
+        self.ports = ports
+        self.logger = logger
+        inPool = HeldItems(capacity: options.capacity)
+        startedAt = now
+        lastTurn = now
+    }
+
+    /// Says hello: the session begins.
+    mutating func start(now: Int64) {
+        sayHello(now: now)
+    }
+
+    /// Called on every turn of the loop, before anything else. A gap since the last turn past
+    /// the liveness window means this process was paused (SIGSTOP, a VM freeze): the broker has
+    /// given up on us and closed the connection, so anything sent now would be lost. Register
+    /// again first; outcomes wait for the new registration.
+    mutating func turn(now: Int64) {
+        if now - lastTurn > liveness, isRegistered {
+            logger.warning("this worker was paused past the liveness window; registering again", metadata: ["paused-ms": "\(now - lastTurn)"])
+            registration = .unregistered(helloInFlight: false)
+            sayHello(now: now)
+        }
+        lastTurn = now
+    }
+
+    /// Stops at once (a second SIGTERM): a goodbye without waiting lets the broker redeliver
+    /// what this worker held at once.
+    mutating func stopNow(now: Int64) -> WorkerExit {
+        _ = send(.bye("stopped at once"), now: now)
+        ports.cancelRunning()
+        logger.warning("worker stopping at once; the broker redelivers its items", metadata: ["items": "\(inPool.count)"])
+        return .stopped
+    }
+
+    // MARK: Messages from the broker and the controller
+
+    /// A message from the broker; returns the worker's exit when this ends its life.
+    mutating func received(_ message: DroverMessage, now: Int64) -> WorkerExit? {
+        lastHeard = now
+        switch message {
+        case .welcome(let welcome):
+            let grants = registration == .unregistered(helloInFlight: true)
+            registration = .registered
+            logger.info("registered with the broker", metadata: ["broker": "\(options.broker)", "queue": "\(options.queue)", "threads": "\(options.threads)"])
+            ports.welcomed(welcome)
+            // A registration starts with no credit: the grant below covers every free slot,
+            // including those freed by outcomes the broker has not heard of yet.
+            if grants { creditOwed = 0 }
+            if !unsentOutcomes.isEmpty {
+                let outcomes = unsentOutcomes
+                unsentOutcomes.removeAll()
+                report(outcomes, now: now)
+            }
+            switch phase {
+            case .serving:
+                let free = options.capacity - inPool.count
+                if grants && free > 0 { _ = send(.credit(UInt32(free)), now: now) }
+            case .draining:
+                handBack(unsentHandBack, now: now)  // also tells this broker we take no more work
+            case .leaving(let exit, let reason, _, let giveUpAt):
+                handBack(unsentHandBack, now: now)
+                phase = .leaving(exit: exit, reason: reason, byeSentAt: send(.bye(reason), now: now) ? now : nil, giveUpAt: giveUpAt)
+            }
+            applyFleet(welcome.fleet, from: "broker", now: now)
+        case .deliver(let deliveries):
+            deliver(deliveries, now: now)
+        case .fleet(let state):
+            applyFleet(state, from: "broker", now: now)
+        case .heartbeat:
+            break
+        case .bye:
+            if case .leaving(let exit, _, _, _) = phase { return exit }
+        case .error(let code, let text):
+            if code == .unknownPeer {
+                logger.warning("the broker does not know this worker (restarted?); registering again")
+                registration = .unregistered(helloInFlight: false)
+                sayHello(now: now)
+            } else {
+                logger.error("the broker refused a message", metadata: ["code": "\(code)", "reason": "\(text)"])
+            }
+        case .hello, .submit, .accepted, .rejected, .result, .credit, .done, .handBack,
+             .statusRequest, .statusReply, .exitRequest, .exitProgress, .exitFinished, .deadLetters, .deadLetterReply:
+            logger.warning("ignored an unexpected message from the broker", metadata: ["command": "\(message.command)"])
+        }
+        return nil
+    }
+
+    /// A message from the controller's publisher.
+    mutating func receivedFromController(_ message: DroverMessage, now: Int64) {
+        if case .fleet(let state) = message {
+            applyFleet(state, from: "controller", now: now)
+        } else {
+            logger.warning("ignored an unexpected message from the controller", metadata: ["command": "\(message.command)"])
+        }
+    }
+
+    /// Items from the broker: each takes a free slot and goes to the pool; what does not fit
+    /// (more than our credit, or we no longer serve) goes straight back.
+    private mutating func deliver(_ deliveries: [Delivery], now: Int64) {
+        var jobs: [HeldJob] = []
+        if case .serving = phase {
+            jobs.reserveCapacity(deliveries.count)
+            for d in deliveries {
+                guard let slot = inPool.hold(d) else { break }
+                jobs.append(HeldJob(slot: slot, delivery: d))
+            }
+            let taken = ports.run(jobs)
+            for job in jobs[taken...] { inPool.release(job.slot, id: job.delivery.id, attempt: job.delivery.attempt) }
+            jobs.removeSubrange(taken...)
+        }
+        let refused = deliveries[jobs.count...].map { DeliveryRef(id: $0.id, attempt: $0.attempt) }
+        if !refused.isEmpty {
+            if case .serving = phase {
+                logger.error("the broker sent more items than this worker's credit; handing them back", metadata: ["items": "\(refused.count)"])
+            }
+            _ = send(.handBack(refused), now: now)
+        }
+    }
+
+    // MARK: Work
+
+    /// Items finished on the handler threads: their slots are free again.
+    mutating func finished(_ jobs: [FinishedJob], now: Int64) {
+        var outcomes: [ItemOutcome] = []
+        outcomes.reserveCapacity(jobs.count)
+        for job in jobs {
+            inPool.release(job.slot, id: job.outcome.id, attempt: job.outcome.attempt)
+            outcomes.append(job.outcome)
+        }
+        if case .serving = phase { creditOwed += outcomes.count }
+        report(outcomes, now: now)
+    }
+
+    /// Sends outcomes, with the credit owed, or keeps them for when the broker is back.
+    private mutating func report(_ outcomes: [ItemOutcome], now: Int64) {
+        let credit = UInt32(creditOwed)
+        if isRegistered && send(.done(credit: credit, outcomes), now: now) {
+            creditOwed = 0
+        } else {
+            unsentOutcomes += outcomes
+        }
+    }
+
+    private mutating func applyFleet(_ state: FleetState, from source: String, now: Int64) {
+        guard state.epoch > fleetEpoch else { return }
+        fleetEpoch = state.epoch
+        if state.phase == .exiting {
+            drain(reason: "fleet exit (epoch \(state.epoch), from the \(source))", deadline: state.deadlineMilliseconds, now: now)
+        }
+    }
+
+    /// Stops taking work: unstarted items go back to the broker, running ones may finish until
+    /// `deadline` ms from now. Only the first call counts.
+    mutating func drain(reason: String, deadline: UInt32, now: Int64) {
+        guard case .serving = phase else { return }
+        let unstarted = ports.takeUnstarted()
+        for job in unstarted { inPool.release(job.slot, id: job.delivery.id, attempt: job.delivery.attempt) }
+        phase = .draining(deadline: now + Int64(deadline), reason: reason)
+        logger.notice("draining", metadata: ["reason": "\(reason)", "handing-back": "\(unstarted.count)",
+                                             "running": "\(inPool.count)", "deadline-ms": "\(deadline)"])
+        handBack(unstarted.map { DeliveryRef(id: $0.delivery.id, attempt: $0.delivery.attempt) }, now: now)
+    }
+
+    /// Hands deliveries back now, or when the broker is reachable again.
+    private mutating func handBack(_ refs: [DeliveryRef], now: Int64) {
+        if isRegistered && send(.handBack(refs), now: now) {
+            unsentHandBack.removeAll()
+        } else {
+            unsentHandBack = refs
+        }
+    }
+
+    // MARK: Timers
+
+    /// Heartbeats, hello retries, the broker's liveness, the drain deadline and the goodbye
+    /// wait; returns the worker's exit when its life ends.
+    mutating func timers(now: Int64) -> WorkerExit? {
+        switch registration {
+        case .unregistered(let helloInFlight):
+            let wait = helloInFlight ? WorkerTimings.helloAnswerMilliseconds : WorkerTimings.helloRetryMilliseconds
+            if now - lastHello >= wait { sayHello(now: now) }
+            if now - startedAt >= 3000, now - lastWarned >= WorkerTimings.warnEveryMilliseconds {
+                lastWarned = now
+                logger.warning("cannot reach the broker; still trying", metadata: ["broker": "\(options.broker)"])
+            }
+        case .registered:
+            if now - lastHeard > liveness {
+                logger.warning("the broker has been silent past the liveness window; registering again",
+                               metadata: ["silent-ms": "\(now - lastHeard)"])
+                registration = .unregistered(helloInFlight: false)
+                sayHello(now: now)
+            } else if now - lastSent >= heartbeat {
+                _ = send(.heartbeat, now: now)
+            }
+        }
+
+        switch phase {
+        case .serving:
+            return nil
+        case .draining(let deadline, let reason):
+            if inPool.isEmpty {
+                leave(.drained(reason: reason), byeReason: reason, now: now)
+            } else if now >= deadline {
+                let abandoned = inPool.all
+                logger.warning("drain deadline passed; handing running items back and stopping them",
+                               metadata: ["items": "\(abandoned.count)"])
+                ports.cancelRunning()
+                inPool.removeAll()
+                handBack(unsentHandBack + abandoned, now: now)
+                leave(.deadlinePassed(abandoned: abandoned.count), byeReason: WorkerTimings.deadlineByeReason, now: now)
+            }
+            return nil
+        case .leaving(let exit, _, let byeSentAt, let giveUpAt):
+            if let byeSentAt, now - byeSentAt > 2 * heartbeat {
+                logger.warning("the broker did not acknowledge this worker's goodbye; exiting anyway")
+                return exit
+            }
+            if byeSentAt == nil, now >= giveUpAt {
+                logger.warning("the broker is still unreachable; exiting without saying goodbye (it redelivers what this worker held)",
+                               metadata: ["unsent-outcomes": "\(unsentOutcomes.count)"])
+                return exit
+            }
+            return nil
+        }
+    }
+
+    private mutating func leave(_ exit: WorkerExit, byeReason: String, now: Int64) {
+        let sent = isRegistered && unsentOutcomes.isEmpty && unsentHandBack.isEmpty && send(.bye(byeReason), now: now)
+        if !sent { logger.notice("waiting for the broker to come back to say goodbye", metadata: ["broker": "\(options.broker)"]) }
+        phase = .leaving(exit: exit, reason: byeReason, byeSentAt: sent ? now : nil,
+                         giveUpAt: now + WorkerTimings.goodbyeWaitMilliseconds)
+    }
+
+    private mutating func sayHello(now: Int64) {
+        lastHello = now
+        let hello = Hello(role: .worker, name: options.name, queue: options.queue, concurrency: UInt32(options.threads))
+        let sent = send(.hello(hello), now: now)
+        if case .unregistered(let inFlight) = registration {
+            registration = .unregistered(helloInFlight: sent || inFlight)
+        }
+    }
+
+    private mutating func send(_ message: DroverMessage, now: Int64) -> Bool {
+        let sent = ports.send(message)
+        if sent { lastSent = now }
+        return sent
+    }
+}
+
+/// The worker session's fixed timings and words (a generic type cannot hold stored statics).
+enum WorkerTimings {
+    /// How often `hello` is offered while unregistered and not yet connected. With ZMQ_IMMEDIATE
+    /// an offer made before the TCP connection is up is refused locally (nothing goes on the
+    /// wire), so this only bounds how soon after connecting the worker registers.
+    static let helloRetryMilliseconds: Int64 = 100
+    /// How long a `hello` that did go out waits for its `welcome` before another is sent.
+    static let helloAnswerMilliseconds: Int64 = 1000
+    /// Warn about an unreachable broker this often.
+    static let warnEveryMilliseconds: Int64 = 5000
+    /// The goodbye reason of a worker whose drain deadline passed; the controller reports it.
+    static let deadlineByeReason = "drain deadline passed"
+    /// How long a leaving worker waits for an unreachable broker to come back, so that its
+    /// outcomes and goodbye are delivered rather than redelivered elsewhere.
+    static let goodbyeWaitMilliseconds: Int64 = 30_000
+}

@@ -1,0 +1,228 @@
+import DroverProtocol
+import Logging
+import Testing
+@testable import Drover
+
+/// The handler pool and broker link as arrays: what was sent, what was queued and started.
+struct FakeWorkerPorts: WorkerPorts {
+    var connected = true
+    var sent: [DroverMessage] = []
+    /// Jobs in the pool that no thread has started, and jobs running.
+    var queued: [HeldJob] = []
+    var running: [HeldJob] = []
+    var cancelled = 0
+    var welcomes: [Welcome] = []
+
+    mutating func send(_ message: DroverMessage) -> Bool {
+        guard connected else { return false }
+        sent.append(message)
+        return true
+    }
+
+    mutating func run(_ jobs: [HeldJob]) -> Int {
+        queued += jobs
+        return jobs.count
+    }
+
+    mutating func takeUnstarted() -> [HeldJob] {
+        defer { queued.removeAll() }
+        return queued
+    }
+
+    mutating func cancelRunning() { cancelled += 1 }
+
+    mutating func welcomed(_ welcome: Welcome) { welcomes.append(welcome) }
+
+    /// Handler threads start the first `n` queued jobs.
+    mutating func start(_ n: Int) {
+        running += queued.prefix(n)
+        queued.removeFirst(n)
+    }
+
+    /// Takes what was sent since the last call.
+    mutating func take() -> [DroverMessage] {
+        defer { sent.removeAll() }
+        return sent
+    }
+}
+
+@Suite("Worker session: registration, credit, drain, goodbye")
+struct WorkerSessionTests {
+    typealias Session = WorkerSession<FakeWorkerPorts>
+
+    static let running = FleetState(epoch: 1, phase: .running, deadlineMilliseconds: 0)
+
+    func welcome(instance: UInt64 = 1, fleet: FleetState = running) -> DroverMessage {
+        .welcome(Welcome(maxItemBytes: 1 << 20, heartbeatMilliseconds: 1000, fleet: fleet, instance: instance))
+    }
+
+    func delivery(_ n: UInt64, attempt: UInt32 = 1) -> Delivery {
+        Delivery(id: ItemID(high: 9, low: n), attempt: attempt, payload: [UInt8(n & 0xFF)][...])
+    }
+
+    func finished(_ job: HeldJob) -> FinishedJob {
+        FinishedJob(slot: job.slot, outcome: ItemOutcome(id: job.delivery.id, attempt: job.delivery.attempt, status: .succeeded, payload: []))
+    }
+
+    /// A session with `threads` + `lookahead` slots, started and registered at time 0.
+    func registered(threads: Int = 2, lookahead: Int = 1) -> Session {
+        var options = WorkerOptions(broker: "tcp://127.0.0.1:1")
+        options.threads = threads
+        options.lookahead = lookahead
+        options.name = "w"
+        var session = Session(options: options, ports: FakeWorkerPorts(), logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), now: 0)
+        session.start(now: 0)
+        #expect(session.ports.take() == [.hello(Hello(role: .worker, name: "w", queue: "default", concurrency: UInt32(threads)))])
+        #expect(session.received(welcome(), now: 1) == nil)
+        return session
+    }
+
+    @Test("a welcome after hello registers the worker and grants one credit per free slot")
+    func registration() {
+        var session = registered()
+        #expect(session.isRegistered)
+        #expect(session.ports.take() == [.credit(3)])
+        #expect(session.ports.welcomes.count == 1)
+    }
+
+    @Test("two welcomes for crossing hellos grant credit once")
+    func crossingHellos() {
+        var options = WorkerOptions(broker: "tcp://127.0.0.1:1")
+        options.name = "w"
+        var session = Session(options: options, ports: FakeWorkerPorts(), logger: Logger(label: "t", factory: { _ in SwiftLogNoOpLogHandler() }), now: 0)
+        session.start(now: 0)
+        _ = session.timers(now: 1500)  // no answer yet: a second hello goes out
+        #expect(session.ports.take().filter { if case .hello = $0 { true } else { false } }.count == 2)
+        _ = session.received(welcome(), now: 1600)
+        _ = session.received(welcome(), now: 1601)
+        #expect(session.ports.take() == [.credit(3)], "the second welcome answers a hello already answered")
+    }
+
+    @Test("deliveries run in the pool; outcomes go back in done with the credit they free")
+    func creditAccounting() {
+        var session = registered()
+        _ = session.ports.take()
+        _ = session.received(.deliver([delivery(1), delivery(2), delivery(3)]), now: 2)
+        #expect(session.ports.queued.count == 3)
+        #expect(session.inPool.count == 3)
+        session.ports.start(2)
+        let done = session.ports.running.map(finished)
+        session.finished(done, now: 3)
+        #expect(session.ports.take() == [.done(credit: 2, done.map(\.outcome))])
+        #expect(session.inPool.count == 1)
+    }
+
+    @Test("items beyond the credit are handed back at once, not dropped")
+    func overDelivery() {
+        var session = registered(threads: 1, lookahead: 0)
+        _ = session.ports.take()
+        _ = session.received(.deliver([delivery(1), delivery(2)]), now: 2)
+        #expect(session.ports.queued.map(\.delivery.id.low) == [1])
+        #expect(session.ports.take() == [.handBack([DeliveryRef(id: delivery(2).id, attempt: 1)])])
+    }
+
+    @Test("after a broker restart (unknown peer) the worker registers again; outcomes finished meanwhile go to the new broker with fresh credit")
+    func reRegistration() {
+        var session = registered()
+        _ = session.ports.take()
+        _ = session.received(.deliver([delivery(1), delivery(2)]), now: 2)
+        session.ports.start(2)
+        _ = session.received(.error(.unknownPeer, "restarted"), now: 3)
+        #expect(!session.isRegistered)
+        #expect(session.ports.take().count == 1, "a hello")
+        let done = session.ports.running.map(finished)
+        session.finished(done, now: 4)
+        #expect(session.ports.take().isEmpty, "outcomes wait for the registration")
+        #expect(session.unsentOutcomes.count == 2)
+        _ = session.received(welcome(instance: 2), now: 5)
+        #expect(session.ports.take() == [.done(credit: 0, done.map(\.outcome)), .credit(3)],
+                "outcomes first, then a grant covering every free slot, counted once")
+    }
+
+    @Test("a broker silent past the liveness window: the worker registers again")
+    func silentBroker() {
+        var session = registered()
+        _ = session.ports.take()
+        _ = session.timers(now: 1001)
+        #expect(session.ports.take() == [.heartbeat])
+        _ = session.timers(now: 3002)
+        #expect(!session.isRegistered)
+        #expect(session.ports.take().count == 1, "a hello")
+    }
+
+    @Test("a pause of this process past the liveness window makes it register again before sending")
+    func paused() {
+        var session = registered()
+        _ = session.ports.take()
+        session.turn(now: 100)
+        #expect(session.isRegistered)
+        session.turn(now: 5000)
+        #expect(!session.isRegistered)
+    }
+
+    @Test("drain: unstarted items are handed back, running ones finish, then bye; the broker's bye ends it")
+    func drainAndHandBack() {
+        var session = registered()
+        _ = session.ports.take()
+        _ = session.received(.deliver([delivery(1), delivery(2), delivery(3)]), now: 2)
+        session.ports.start(1)
+        session.drain(reason: "SIGTERM", deadline: 30_000, now: 3)
+        #expect(session.ports.take() == [.handBack([DeliveryRef(id: delivery(2).id, attempt: 1), DeliveryRef(id: delivery(3).id, attempt: 1)])])
+        #expect(session.timers(now: 4) == nil)
+        session.finished(session.ports.running.map(finished), now: 5)
+        #expect(session.ports.take() == [.done(credit: 0, [ItemOutcome(id: delivery(1).id, attempt: 1, status: .succeeded, payload: [])])],
+                "no more credit while draining")
+        #expect(session.timers(now: 6) == nil)
+        #expect(session.ports.take() == [.bye("SIGTERM")])
+        #expect(session.received(.bye(""), now: 7) == .drained(reason: "SIGTERM"))
+    }
+
+    @Test("a fleet exit from the controller drains with the fleet's deadline; past it running items are handed back and stopped")
+    func drainDeadline() {
+        var session = registered()
+        _ = session.ports.take()
+        _ = session.received(.deliver([delivery(1)]), now: 2)
+        session.ports.start(1)
+        session.receivedFromController(.fleet(FleetState(epoch: 5, phase: .exiting, deadlineMilliseconds: 1000)), now: 3)
+        guard case .draining = session.phase else { Issue.record("not draining: \(session.phase)"); return }
+        _ = session.ports.take()
+        #expect(session.timers(now: 500) == nil)
+        #expect(session.timers(now: 1003) == nil)
+        #expect(session.ports.cancelled == 1)
+        #expect(session.ports.take().filter { $0 != .heartbeat } == [.handBack([DeliveryRef(id: delivery(1).id, attempt: 1)]), .bye(WorkerTimings.deadlineByeReason)])
+        #expect(session.received(.bye(""), now: 1004) == .deadlinePassed(abandoned: 1))
+    }
+
+    @Test("a leaving worker waits for an unreachable broker to say goodbye, and gives up after the goodbye wait")
+    func goodbyeWait() {
+        var session = registered()
+        _ = session.ports.take()
+        session.ports.connected = false
+        session.drain(reason: "SIGTERM", deadline: 30_000, now: 2)
+        #expect(session.timers(now: 3) == nil)
+        guard case .leaving(_, _, nil, let giveUpAt) = session.phase else { Issue.record("not waiting: \(session.phase)"); return }
+        #expect(giveUpAt == 3 + WorkerTimings.goodbyeWaitMilliseconds)
+        // The broker comes back (a new registration): the goodbye goes out then.
+        session.ports.connected = true
+        _ = session.received(.error(.unknownPeer, ""), now: 10)
+        _ = session.received(welcome(instance: 2), now: 11)
+        #expect(session.ports.take().contains(.bye("SIGTERM")))
+        #expect(session.received(.bye(""), now: 12) == .drained(reason: "SIGTERM"))
+
+        var lonely = registered()
+        lonely.ports.connected = false
+        lonely.drain(reason: "SIGTERM", deadline: 30_000, now: 2)
+        _ = lonely.timers(now: 3)
+        #expect(lonely.timers(now: 3 + WorkerTimings.goodbyeWaitMilliseconds - 1) == nil)
+        #expect(lonely.timers(now: 3 + WorkerTimings.goodbyeWaitMilliseconds) == .drained(reason: "SIGTERM"))
+    }
+
+    @Test("stop now says bye without waiting and stops running items")
+    func stopNow() {
+        var session = registered()
+        _ = session.ports.take()
+        #expect(session.stopNow(now: 2) == .stopped)
+        #expect(session.ports.take() == [.bye("stopped at once")])
+        #expect(session.ports.cancelled == 1)
+    }
+}
