@@ -12,9 +12,9 @@ public enum Codec {
     /// Size of an outcome header: 16-byte id + 4-byte attempt + 1-byte status.
     static let outcomeHeaderBytes = 21
     /// Most bytes of records in one packed frame, unless one record alone is larger. Well under
-    /// the broker's frame limit (its largest item plus 64 KiB, at least 1 MiB + 64 KiB), and large
-    /// enough that a batch of small items is one frame.
-    public static let packedFrameBytes = 256 * 1024
+    /// the broker's frame limit (the larger of its item limit and 1 MiB, plus 64 KiB), and large
+    /// enough that a producer's full batch (256 KiB of payload plus headers) is one frame.
+    public static let packedFrameBytes = 512 * 1024
 
     // MARK: Encoding
 

@@ -32,6 +32,13 @@ extension ZMQSocket {
         return pair
     }
 
+    /// Stops reporting events (do it before closing the socket that reads them).
+    /// The corresponding C function is `zmq_socket_monitor` with no endpoint.
+    public func stopMonitor() {
+        guard !closed else { return }
+        _ = try? zmqCall("zmq_socket_monitor(nil)") { zmq_socket_monitor(handle, nil, 0) }
+    }
+
     /// Reads one event from a socket that ``monitor(_:)`` returned, or `nil` when none is
     /// waiting (with `dontWait`) or the message is not a monitor event.
     public func receiveMonitorEvent(dontWait: Bool = false) throws(ZMQError) -> ZMQMonitorEvent? {

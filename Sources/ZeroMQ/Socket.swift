@@ -30,7 +30,7 @@ public final class ZMQSocket {
     let context: ZMQContext
     // A zmq_msg_t holds small messages inline, so it needs one stable address from init to close.
     private let message: UnsafeMutablePointer<zmq_msg_t>
-    private var closed = false
+    private(set) var closed = false
 
     /// Creates a socket of `type` in `context`, with a bounded linger so closing never hangs.
     /// The corresponding C function is `zmq_socket`.

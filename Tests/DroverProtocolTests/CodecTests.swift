@@ -137,8 +137,9 @@ struct CodecTests {
             #expect(frame.count <= max(Codec.packedFrameBytes, 900_000 + Codec.outcomeHeaderBytes + 4))
         }
         #expect(try Codec.decode(frames) == .done(credit: 3, outcomes))
-        let small = (0..<1000).map { SubmittedItem(id: ItemID(high: 1, low: UInt64($0)), payload: Array(repeating: 1, count: 16)) }
-        #expect(Codec.encode(.submit(Submit(queue: "q", wantsResults: false, items: small))).count == 5,
-                "a batch of small items is still one packed frame")
+        // A producer's fullest batch: 256 items, 256 KiB of payload.
+        let batch = (0..<256).map { SubmittedItem(id: ItemID(high: 1, low: UInt64($0)), payload: Array(repeating: 1, count: 1024)) }
+        #expect(Codec.encode(.submit(Submit(queue: "q", wantsResults: false, items: batch))).count == 5,
+                "a producer's full batch is still one packed frame")
     }
 }

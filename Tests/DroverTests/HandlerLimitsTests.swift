@@ -50,3 +50,23 @@ struct HandlerLimitsTests {
         }
     }
 }
+
+@Suite("Text helpers")
+struct TextTests {
+    @Test("thousands are grouped with commas")
+    func grouped() {
+        #expect(groupedDigits(3_000_000) == "3,000,000")
+        #expect(groupedDigits(999) == "999")
+        #expect(groupedDigits(-1234) == "-1,234")
+    }
+
+    @Test("a UTF-8 prefix never splits a character", arguments: 0...9)
+    func utf8Cut(maxBytes: Int) {
+        let text = Array("aé€😀".utf8)  // 1 + 2 + 3 + 4 bytes
+        let cut = utf8Prefix(text, maxBytes: maxBytes)
+        #expect(cut.count <= maxBytes)
+        #expect(String(validating: cut, as: UTF8.self) != nil, "\(cut)")
+        #expect(Array(text.prefix(cut.count)) == cut)
+        #expect(maxBytes - cut.count < 4, "only a split character is dropped")
+    }
+}

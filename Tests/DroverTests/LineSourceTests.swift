@@ -53,12 +53,36 @@ struct LineSourceTests {
         #expect(items[1].hasPrefix("!line 3 is over the broker's limit of 100 bytes ("), "\(items[1])")
     }
 
-    @Test("a line of exactly the limit is an item, also with a \\r before its newline")
-    func lineAtTheLimit() {
-        let fd = pipe { writeAll($0, Array((String(repeating: "a", count: 100) + "\r\n" + String(repeating: "b", count: 100)).utf8)) }
+    @Test("a line of exactly the limit is an item, also with a \\r before its newline; one byte more is refused, wherever the reads split it",
+          arguments: [1, 7, 101, 4096])
+    func lineAtTheLimit(piece: Int) {
+        let text = String(repeating: "a", count: 100) + "\r\n" + String(repeating: "c", count: 101) + "\n"
+            + String(repeating: "d", count: 101) + "\r\n" + String(repeating: "b", count: 100)
+        let fd = pipe { fd in
+            // Written in pieces, so that a newline arrives sometimes with its line, sometimes after it.
+            var rest = Array(text.utf8)[...]
+            while !rest.isEmpty {
+                writeAll(fd, Array(rest.prefix(piece)))
+                rest = rest.dropFirst(piece)
+            }
+        }
         var source = LineSource(fileDescriptor: fd, closeWhenDone: true)
         source.maxLineBytes = 100
-        #expect(drain(&source).map(\.count) == [100, 100])
+        let items = drain(&source)
+        #expect(items.count == 4)
+        #expect(items.first == String(repeating: "a", count: 100) && items.last == String(repeating: "b", count: 100))
+        #expect(items[1].hasPrefix("!line 2 is over the broker's limit of 100 bytes"), "\(items[1])")
+        #expect(items[2].hasPrefix("!line 3 is over the broker's limit of 100 bytes"), "\(items[2])")
+    }
+
+    @Test("an oversize last line without a newline is refused, and the source ends")
+    func oversizeLastLine() {
+        let fd = pipe { writeAll($0, Array(("ok\n" + String(repeating: "z", count: 5000)).utf8)) }
+        var source = LineSource(fileDescriptor: fd, closeWhenDone: true)
+        source.maxLineBytes = 100
+        let items = drain(&source)
+        #expect(items.count == 2 && items[0] == "ok")
+        #expect(items[1].hasPrefix("!line 2 is over the broker's limit of 100 bytes"), "\(items[1])")
     }
 
     @Test("a 400 MB line is refused in about the time it takes to read it, holding no more than the limit",

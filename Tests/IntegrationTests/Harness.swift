@@ -189,7 +189,9 @@ extension Sandbox {
     /// Waits until `condition` holds, up to `seconds`. It is checked at once, then again after
     /// every change to a file in this sandbox (the processes' stdout, stderr, ledgers and ready
     /// files all live here; inotify reports each write), and at least every 250 ms for
-    /// conditions that no file here reflects (a broker's status, a process in /proc).
+    /// conditions that no file here reflects (a broker's status, a process in /proc). Checks are
+    /// at least 10 ms apart, so a process writing fast does not turn this into a busy loop that
+    /// re-reads its output.
     func eventually(seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
         let limit = Date().addingTimeInterval(seconds)
         let watch = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
@@ -199,12 +201,15 @@ extension Sandbox {
         }
         var events = [UInt8](repeating: 0, count: 4096)
         while true {
+            let checked = Date()
             if try condition() { return true }
             let left = limit.timeIntervalSinceNow
             if left <= 0 { return false }
             var ready = pollfd(fd: watch, events: Int16(POLLIN), revents: 0)
             _ = poll(&ready, 1, Int32(min(left, 0.25) * 1000) + 1)
-            if watch >= 0 { _ = events.withUnsafeMutableBytes { read(watch, $0.baseAddress, $0.count) } }
+            let early = 0.01 - Date().timeIntervalSince(checked)
+            if early > 0 { _ = poll(nil, 0, Int32(early * 1000) + 1) }
+            if watch >= 0 { while events.withUnsafeMutableBytes({ read(watch, $0.baseAddress, $0.count) }) > 0 {} }
         }
     }
 }

@@ -50,7 +50,7 @@ public final class ExecHandler: WorkHandler {
             throw HandlerFailure("command wrote more than \(groupedDigits(item.maxResultBytes)) bytes, the broker's limit for a result (broker --max-item-size); it was stopped")
         }
         if outcome.status == 0 { return outcome.stdout }
-        var stderr = String(decoding: outcome.stderr.prefix(Self.maxErrorBytes), as: UTF8.self)
+        var stderr = String(decoding: utf8Prefix(outcome.stderr, maxBytes: Self.maxErrorBytes), as: UTF8.self)
             .trimmingCharacters(in: .whitespacesAndNewlines)
         if stderr.isEmpty { stderr = "(no stderr)" }
         let how = outcome.status > 0 ? "exited with status \(outcome.status)" : "was killed by signal \(-outcome.status)"
@@ -81,7 +81,9 @@ public final class ExecHandler: WorkHandler {
         var stdinPipe: [Int32] = [-1, -1], stdoutPipe: [Int32] = [-1, -1], stderrPipe: [Int32] = [-1, -1]
         guard drover_pipe_cloexec(&stdinPipe, 0) == 0, drover_pipe_cloexec(&stdoutPipe, 0) == 0,
               drover_pipe_cloexec(&stderrPipe, 0) == 0 else {
-            throw HandlerFailure("cannot create pipes: \(String(cString: strerror(errno)))")
+            let reason = String(cString: strerror(errno))
+            for fd in stdinPipe + stdoutPipe + stderrPipe where fd >= 0 { close(fd) }
+            throw HandlerFailure("cannot create pipes: \(reason)")
         }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -136,6 +138,12 @@ public final class ExecHandler: WorkHandler {
                        pollfd(fd: writeFD, events: Int16(POLLOUT), revents: 0)]
             if poll(&fds, 3, -1) < 0 {
                 if errno == EINTR { continue }
+                // Cannot wait on its pipes any more: stop it rather than block in waitpid on a
+                // child stuck writing to a pipe nobody reads.
+                kill(-pid, SIGKILL)
+                for fd in [readOut, readErr] where fd >= 0 { close(fd) }
+                readOut = -1
+                readErr = -1
                 break
             }
             if writeFD >= 0, fds[2].revents != 0 {
@@ -158,8 +166,12 @@ public final class ExecHandler: WorkHandler {
                     } else {
                         outputCut = true
                         kill(-pid, SIGKILL)
-                        close(fdRef)
+                        // Both ends go: a descendant that left the group could hold stderr open.
+                        close(readOut)
                         readOut = -1
+                        if readErr >= 0 { close(readErr) }
+                        readErr = -1
+                        break
                     }
                 } else if n == 0 || errno != EINTR {
                     close(fdRef)

@@ -19,6 +19,7 @@ public struct LineSource: ItemSource {
     /// Bytes of the current line before this index hold no newline: only later bytes are searched.
     private var scanned = 0
     private var ended = false
+    private var closed = false
     /// Lines read so far, empty ones included (the current line is number `lines + 1`).
     private(set) var lines = 0
     /// Set while the rest of a refused line is being read and dropped.
@@ -67,8 +68,9 @@ public struct LineSource: ItemSource {
                     skipping = false
                     continue
                 }
-                if let item = Self.item(line) { return .item(item) }
-                continue
+                guard let item = Self.item(line) else { continue }
+                if item.count > maxLineBytes { return .refused(tooLong(lines, read: item.count)) }
+                return .item(item)
             }
             scanned = buffer.count
             if skipping {
@@ -82,31 +84,38 @@ public struct LineSource: ItemSource {
                 start = 0
                 scanned = 0
                 skipping = true
-                return .refused("line \(lines + 1) is over the broker's limit of \(groupedDigits(maxLineBytes)) bytes "
-                                + "(\(groupedDigits(soFar)) read when it was refused; the rest of the line was skipped)")
+                return .refused(tooLong(lines + 1, read: soFar) + "; the rest of the line was skipped")
             }
             if ended {
-                if skipping {
-                    skipping = false
-                    return .end
-                }
-                let rest = buffer[start...]
+                let rest = skipping ? [] : buffer[start...]
+                skipping = false
                 buffer.removeAll()
                 start = 0
                 scanned = 0
-                if rest.isEmpty { return .end }
-                lines += 1
-                return Self.item(rest).map(NextItem.item) ?? .end
+                if !rest.isEmpty {
+                    lines += 1
+                    if let item = Self.item(rest) {
+                        return item.count > maxLineBytes ? .refused(tooLong(lines, read: item.count)) : .item(item)
+                    }
+                }
+                // Closed only now, not at end of file: until `.end` the producer may still poll
+                // the descriptor, and a closed one polls ready at once (or, reused, as another).
+                if closeWhenDone && !closed {
+                    closed = true
+                    close(fd)
+                }
+                return .end
             }
             var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             guard poll(&ready, 1, 0) > 0 else { return .notYet }
             let n = scratch.withUnsafeMutableBytes { read(fd, $0.baseAddress!, Self.chunk) }
             if n > 0 { buffer.append(contentsOf: scratch[0..<n]) }
-            if n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN) {
-                ended = true
-                if closeWhenDone { close(fd) }
-            }
+            if n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN) { ended = true }
         }
+    }
+
+    private func tooLong(_ line: Int, read: Int) -> String {
+        "line \(line) is over the broker's limit of \(groupedDigits(maxLineBytes)) bytes (\(groupedDigits(read)) read)"
     }
 
     /// The index of the first newline in `bytes` at or after `start`.

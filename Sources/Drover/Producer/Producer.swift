@@ -4,10 +4,12 @@ import ZeroMQ
 
 /// Sends items to the broker and collects acceptances and, on request, outcomes.
 ///
-/// Not `Sendable`: it owns a socket, so it stays on the thread that made it. For the same
-/// reason its stored properties skip Swift's run-time exclusivity checks: one thread, and no
-/// call that reaches user code (`onOutcome`) while a property is being changed. The checks took
-/// a sixth of the producer's time.
+/// The logic lives in a ``ProducerSession`` (pure: items, messages and the time in; messages
+/// and outcomes out); this class owns the socket, waits for the broker's first answer, and
+/// polls. Not `Sendable`: it owns a socket, so it stays on the thread that made it. For the
+/// same reason its stored properties skip Swift's run-time exclusivity checks: one thread, and
+/// no call that reaches user code (`onOutcome`) while a property is being changed. The checks
+/// took a sixth of the producer's time.
 public final class Producer {
     public let options: ProducerOptions
     private let socket: ZMQSocket
@@ -18,46 +20,36 @@ public final class Producer {
     /// waiting here can make it look as if the broker never went silent.
     private let monitor: ZMQSocket
     private let logger: Logger
-    @exclusivity(unchecked) private var welcome: Welcome?
-    /// Distinguishes this run's item ids from every other producer's.
+    /// Distinguishes this producer's item ids from every other producer's.
     private let runID = UInt64.random(in: 1...UInt64.max)
-    @exclusivity(unchecked) private var lastHeard: Int64 = 0
-    @exclusivity(unchecked) private var lastSent: Int64 = 0
-    @exclusivity(unchecked) private var poller: ZMQPoller? = nil
+    @exclusivity(unchecked) private var welcome: Welcome?
     @exclusivity(unchecked) private var malformed = MalformedMessages()
-
-    // The current run's books (see ``begin(onOutcome:)``).
-    @exclusivity(unchecked) private var onOutcome: (Int, ItemOutcome) -> Void = { _, _ in }
-    @exclusivity(unchecked) private var summary = ProducerSummary()
-    /// Unfinished items by index: until accepted, or with `--wait` until their outcome.
-    @exclusivity(unchecked) private var outstanding: UnfinishedItems
-    /// Unfinished items to offer again at `retryAt`.
-    @exclusivity(unchecked) private var retry: [UInt64] = []
-    @exclusivity(unchecked) private var retryAt: Int64 = 0
-    @exclusivity(unchecked) private var batch: [SubmittedItem] = []
-    @exclusivity(unchecked) private var batchBytes = 0
-    @exclusivity(unchecked) private var nextIndex: UInt64 = 0
-    /// When the broker went silent, while it is.
-    @exclusivity(unchecked) private var lostSince: Int64? = nil
+    /// The current run, from ``begin(onOutcome:alsoWakeOn:)``.
+    @exclusivity(unchecked) private var session: ProducerSession<ProducerIO>?
+    /// Polls the broker socket (index 0) and the connection monitor (1).
+    @exclusivity(unchecked) private var poller = ZMQPoller()
+    /// The same, and the input (2), while the input may give items (see ``begin(onOutcome:alsoWakeOn:)``).
+    @exclusivity(unchecked) private var pollerWithInput: ZMQPoller? = nil
 
     /// Sends a `hello` at most this often while waiting for the broker's first answer.
     static let helloRetryMilliseconds: Int64 = 250
-    /// How long a queue-full rejection waits before the items are offered again.
-    static let retryAfterFullMilliseconds: Int64 = 100
 
     public init(options: ProducerOptions, context: ZMQContext, logger: Logger) throws {
         if let problem = Endpoint.problem(options.broker, binding: false) { throw DroverError.badOption("--broker: \(problem)") }
         if let problem = QueueName.problem(options.queue) { throw DroverError.badOption("--queue: \(problem)") }
         self.options = options
         self.logger = logger
-        outstanding = UnfinishedItems(window: options.window)
         socket = try ZMQSocket(context, type: .dealer, linger: 1000)
         monitor = try socket.monitor(.disconnected)
         try socket.set(.immediate(true))
         try socket.set(.reconnectIntervalMax(milliseconds: 1000))
         try socket.set(.maxMessageSize(bytes: 64 << 20))
         try socket.connect(options.broker)
+        _ = poller.add(socket)
+        _ = poller.add(monitor)
     }
+
+    deinit { close() }
 
     /// Waits for the broker's `welcome`, or throws ``DroverError/anyUnreachable`` after the timeout.
     @discardableResult
@@ -66,8 +58,6 @@ public final class Producer {
         let start = monotonicMilliseconds()
         let limit = start + Int64(options.connectTimeoutSeconds * 1000)
         var lastHello: Int64 = -Self.helloRetryMilliseconds
-        var poller = ZMQPoller()
-        _ = poller.add(socket)
         while monotonicMilliseconds() < limit {
             let now = monotonicMilliseconds()
             if now - lastHello >= Self.helloRetryMilliseconds {
@@ -78,7 +68,6 @@ public final class Producer {
                 switch malformed.decode(frames, from: "the broker", logger: logger) {
                 case .welcome(let w)?:
                     welcome = w
-                    lastHeard = monotonicMilliseconds()
                     return w
                 case .error(_, let text)?:
                     throw DroverError.refused("the broker at \(options.broker) refused this producer: \(text)")
@@ -131,222 +120,130 @@ public final class Producer {
         onProgress: ((ProducerProgress) -> Void)?
     ) throws -> ProducerSummary {
         try begin(onOutcome: onOutcome, alsoWakeOn: fd)
+        defer { pollerWithInput = nil }
         var exhausted = false
         var lastProgress: Int64 = 0
         while true {
             fill: while !exhausted && canOffer {
                 switch next() {
                 case .item(let payload): try offer(payload)
-                case .refused(let reason): refuse(reason)
+                case .refused(let reason): try refuse(reason)
                 case .notYet: break fill
-                case .end:
-                    exhausted = true
-                    // An input at its end polls readable (or invalid, once closed) forever.
-                    if fd != nil { stopWakingOnInput() }
+                case .end: exhausted = true
                 }
             }
             try flush()
             if exhausted && unfinished == 0 { break }
-            try pump(timeoutMilliseconds: 100)
+            // Wake on the input only while it may give an item we can take: a readable input
+            // with a full window (or one at its end) would wake every poll at once, a spin.
+            try pump(timeoutMilliseconds: 100, watchingInput: !exhausted && canOffer)
             let now = monotonicMilliseconds()
-            if let onProgress, now - lastProgress >= 100 {
+            if let onProgress, let session, now - lastProgress >= 100 {
                 lastProgress = now
-                onProgress(ProducerProgress(read: Int(nextIndex), accepted: summary.accepted, finished: summary.succeeded + summary.failed))
+                onProgress(ProducerProgress(read: session.read, accepted: session.summary.accepted,
+                                            finished: session.summary.succeeded + session.summary.failed))
             }
         }
-        return summary
+        return try running().summary
     }
 
     // MARK: The engine: offer, flush, pump
 
-    /// Starts a run: connects if needed and clears the books. `onOutcome` is called from
+    /// Starts a run: connects if needed and starts new books. `onOutcome` is called from
     /// ``pump(timeoutMilliseconds:)`` with each item's index and outcome; `pump` also returns
     /// early when `alsoWakeOn` (an input descriptor) becomes readable.
     public func begin(onOutcome: @escaping (Int, ItemOutcome) -> Void = { _, _ in }, alsoWakeOn fd: Int32? = nil) throws {
-        welcome = try connect()
-        self.onOutcome = onOutcome
-        summary = ProducerSummary()
-        outstanding.removeAll()
-        retry.removeAll()
-        batch.removeAll()
-        batchBytes = 0
-        nextIndex = 0
-        lostSince = nil
-        makePoller(alsoWakeOn: fd)
+        let welcome = try connect()
+        // A loss from before this run (or between runs) is not this run's: the welcome above
+        // came after it.
+        while try monitor.receiveMonitorEvent(dontWait: true) != nil {}
+        session = ProducerSession(options: options, runID: runID, welcome: welcome, ports: ProducerIO(socket: socket),
+                                  logger: logger, onOutcome: onOutcome)
+        pollerWithInput = nil
+        if let fd {
+            var p = ZMQPoller()
+            _ = p.add(socket)
+            _ = p.add(monitor)
+            _ = p.add(fileDescriptor: fd)
+            pollerWithInput = consume p
+        }
     }
 
-    /// Polls the broker socket (index 0), the connection monitor (1) and `fd` when given (2).
-    private func makePoller(alsoWakeOn fd: Int32?) {
-        var p = ZMQPoller()
-        _ = p.add(socket)
-        _ = p.add(monitor)
-        if let fd { _ = p.add(fileDescriptor: fd) }
-        poller = consume p
+    /// The current run, or an error saying that ``begin(onOutcome:alsoWakeOn:)`` comes first.
+    private func running() throws -> ProducerSession<ProducerIO> {
+        guard let session else { throw DroverError.notStarted("call Producer.begin(onOutcome:) before offering items") }
+        return session
     }
 
     /// Whether the window has room for another item.
-    public var canOffer: Bool { outstanding.count < options.window }
+    public var canOffer: Bool { session?.canOffer ?? false }
 
     /// Items not yet safe: not accepted, or with ``ProducerOptions/waitForResults`` not yet finished.
-    public var unfinished: Int { outstanding.count }
+    public var unfinished: Int { session?.unfinished ?? 0 }
 
     /// Adds an item to the current batch, sending the batch when it is full; returns the item's
     /// index. Call ``flush()`` to send a partial batch now (a lone item should not wait).
     @discardableResult
     public func offer(_ payload: [UInt8]) throws -> Int {
-        let index = nextIndex
-        nextIndex += 1
-        summary.read = Int(nextIndex)
-        if payload.count > Int(welcome!.maxItemBytes) {
-            summary.rejected[Int(index)] = "item is \(payload.count) bytes; the broker accepts at most \(welcome!.maxItemBytes) (broker --max-item-size)"
-            return Int(index)
-        }
-        summary.sent += 1
-        outstanding.add(index, payload: payload)
-        if lostSince != nil {
-            retry.append(index)  // goes out when the broker is back
-            return Int(index)
-        }
-        batch.append(SubmittedItem(id: itemID(index), payload: payload))
-        batchBytes += payload.count
-        if batch.count >= options.batchItems || batchBytes >= options.batchBytes { try flush() }
-        return Int(index)
+        guard session != nil else { _ = try running(); return 0 }
+        return try session!.offer(payload)
     }
 
     /// Counts an item the input could not give (a line over the broker's limit) as read and
     /// refused with `reason`; returns its index.
     @discardableResult
-    public func refuse(_ reason: String) -> Int {
-        let index = Int(nextIndex)
-        nextIndex += 1
-        summary.read = Int(nextIndex)
-        summary.rejected[index] = reason
-        return index
+    public func refuse(_ reason: String) throws -> Int {
+        guard session != nil else { _ = try running(); return 0 }
+        return session!.refuse(reason)
     }
-
-    /// From now on ``pump(timeoutMilliseconds:)`` waits for the broker alone.
-    func stopWakingOnInput() { makePoller(alsoWakeOn: nil) }
 
     /// Sends the current batch. One that cannot be queued (the broker is not connected, or
     /// its pipe is full) is offered again shortly.
     public func flush() throws {
-        guard !batch.isEmpty else { return }
-        let message = DroverMessage.submit(Submit(queue: options.queue, wantsResults: options.waitForResults, items: batch))
-        if try socket.send(Codec.encode(message), dontWait: true) {
-            lastSent = monotonicMilliseconds()
-        } else {
-            retry += batch.map(\.id.low)
-            retryAt = monotonicMilliseconds() + Self.retryAfterFullMilliseconds
-        }
-        batch.removeAll(keepingCapacity: true)
-        batchBytes = 0
+        guard session != nil else { _ = try running(); return }
+        try session!.flush()
     }
 
-    /// Waits up to `timeoutMilliseconds` for the broker, handles everything it sent (calling
-    /// `onOutcome`), offers due retries again, keeps the connection alive, and notices a
-    /// broker that went away. Throws once the broker has been gone for the reconnect timeout.
-    public func pump(timeoutMilliseconds: Int) throws {
-        let now = monotonicMilliseconds()
-        if lostSince == nil && !retry.isEmpty && now >= retryAt {
-            let again = retry
-            retry.removeAll()
-            for index in again {
-                guard let item = outstanding[index], !item.accepted else { continue }
-                batch.append(SubmittedItem(id: itemID(index), payload: item.payload))
-                batchBytes += item.payload.count
-                if batch.count >= options.batchItems || batchBytes >= options.batchBytes { try flush() }
-            }
-            try flush()
-        }
-        let ready = try poller!.poll(timeout: timeoutMilliseconds)
+    /// Waits up to `timeoutMilliseconds` for the broker (and, when `watchingInput`, for the
+    /// input given to ``begin(onOutcome:alsoWakeOn:)``), handles everything the broker sent
+    /// (calling `onOutcome`), offers due retries again, keeps the connection alive, and notices
+    /// a broker that went away. Throws once the broker has been gone for the reconnect timeout.
+    public func pump(timeoutMilliseconds: Int, watchingInput: Bool = false) throws {
+        guard session != nil else { _ = try running(); return }
+        try session!.resendDue()
+        let ready = watchingInput && pollerWithInput != nil
+            ? try pollerWithInput!.poll(timeout: timeoutMilliseconds)
+            : try poller.poll(timeout: timeoutMilliseconds)
         if ready[0] {
             while let frames = try socket.receive(dontWait: true) {
-                lastHeard = monotonicMilliseconds()
-                if let message = malformed.decode(frames, from: "the broker", logger: logger) { try handle(message) }
+                if let message = malformed.decode(frames, from: "the broker", logger: logger) { try session!.received(message) }
             }
         }
-        var after = monotonicMilliseconds()
         if ready[1] {
             while let event = try monitor.receiveMonitorEvent(dontWait: true) {
-                guard event.kind == .disconnected, lostSince == nil else { continue }
-                // Offered again when the broker's `welcome` arrives on the new connection.
-                lostSince = after
-                lastSent = 0  // say hello at once
-                logger.warning("lost the connection to the broker; reconnecting", metadata: ["broker": "\(options.broker)"])
+                if event.kind == .disconnected { try session!.connectionLost() }
             }
         }
-        // `hello` is the keep-alive: its `welcome` also says whether the broker restarted.
-        after = monotonicMilliseconds()
-        if after - lastSent >= Int64(welcome!.heartbeatMilliseconds),
-           try socket.send(Codec.encode(.hello(Hello(role: .producer, name: defaultWorkerName()))), dontWait: true) {
-            lastSent = after
-        }
-        if after - lastHeard > Int64(welcome!.heartbeatMilliseconds) * 3 {
-            if lostSince == nil {
-                lostSince = after
-                logger.warning("lost contact with the broker; reconnecting", metadata: ["broker": "\(options.broker)"])
-            } else if Double(after - lostSince!) > options.reconnectTimeoutSeconds * 1000 {
-                throw DroverError.lostContact("broker", options.broker,
-                    "no answer for \(formatSeconds(options.reconnectTimeoutSeconds)) with \(outstanding.count) items unfinished")
-            }
-        }
+        try session!.keepAlive()
     }
 
-    private func handle(_ message: DroverMessage) throws {
-        switch message {
-        case .welcome(let again):
-            // The keep-alive's answer. After silence, or from a new broker process, everything
-            // unfinished is offered again.
-            if lostSince != nil || again.instance != welcome!.instance {
-                logger.warning(again.instance != welcome!.instance
-                               ? "the broker restarted; offering every unfinished item again"
-                               : "the broker is back; offering every unfinished item again",
-                               metadata: ["items": "\(outstanding.count)"])
-                summary.accepted -= outstanding.acceptedCount  // counted again when re-accepted
-                retry = outstanding.resetAcceptance()
-                retryAt = 0
-                lostSince = nil
-            }
-            welcome = again
-        case .accepted(let ids):
-            for itemID in ids where itemID.high == runID {
-                if options.waitForResults {
-                    guard outstanding.markAccepted(itemID.low) else { continue }
-                    summary.accepted += 1
-                } else if outstanding.remove(itemID.low) != nil {
-                    summary.accepted += 1
-                }
-            }
-        case .rejected(let rejection):
-            for itemID in rejection.ids where itemID.high == runID {
-                guard let item = outstanding[itemID.low], !item.accepted else { continue }
-                if rejection.code == .queueFull {
-                    retry.append(itemID.low)  // stays in the window until accepted
-                    retryAt = monotonicMilliseconds() + Self.retryAfterFullMilliseconds
-                } else {
-                    outstanding.remove(itemID.low)
-                    summary.rejected[Int(itemID.low)] = rejection.reason
-                }
-            }
-        case .result(let outcomes):
-            for outcome in outcomes where outcome.id.high == runID {
-                guard let item = outstanding.remove(outcome.id.low) else { continue }
-                if !item.accepted { summary.accepted += 1 }
-                if outcome.status == .succeeded { summary.succeeded += 1 } else { summary.failed += 1 }
-                onOutcome(Int(outcome.id.low), outcome)
-            }
-        case .error(let code, let text):
-            throw DroverError.refused("the broker refused a message (\(code)): \(text)")
-        default:
-            break
-        }
-    }
-
-    private func itemID(_ index: UInt64) -> ItemID { ItemID(high: runID, low: index) }
-
-    /// Closes the connection (also done when the producer is released).
+    /// Closes the connection (also done when the producer is released). The monitor is
+    /// stopped first: libzmq sends its events blockingly, so a monitor nobody reads could stall
+    /// the socket's linger.
     public func close() {
-        monitor.close()
+        socket.stopMonitor()
         socket.close()
+        monitor.close()
+    }
+}
+
+/// The producer session's ports over the real socket and clock.
+struct ProducerIO: ProducerPorts {
+    let socket: ZMQSocket
+
+    func now() -> Int64 { monotonicMilliseconds() }
+
+    mutating func send(_ message: DroverMessage) throws -> Bool {
+        try socket.send(Codec.encode(message), dontWait: true)
     }
 }

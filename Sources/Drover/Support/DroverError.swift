@@ -9,6 +9,7 @@ public struct DroverError: Error, Equatable, CustomStringConvertible, Sendable {
         case refused
         case cannotWrite
         case handlerUnavailable
+        case notStarted
     }
 
     private let code: Code
@@ -39,21 +40,13 @@ public struct DroverError: Error, Equatable, CustomStringConvertible, Sendable {
     /// The handler cannot run (for example, an `--exec` command that does not exist).
     public static func handlerUnavailable(_ text: String) -> DroverError { .init(code: .handlerUnavailable, description: text) }
 
+    /// An API was used out of order (for example, offering items before starting a run).
+    public static func notStarted(_ text: String) -> DroverError { .init(code: .notStarted, description: text) }
+
     // Sentinels for comparisons in tests and callers.
     public static let anyUnreachable = DroverError(code: .unreachable, description: "")
 }
 
 func formatSeconds(_ s: Double) -> String {
     s == s.rounded() ? "\(Int(s)) s" : "\(s) s"
-}
-
-/// `n` with thousands separated by commas (`3,000,000`), whatever the locale: for messages.
-public func groupedDigits(_ n: Int) -> String {
-    let digits = String(n.magnitude)
-    var out = ""
-    for (i, c) in digits.enumerated() {
-        if i > 0 && (digits.count - i) % 3 == 0 { out.append(",") }
-        out.append(c)
-    }
-    return n < 0 ? "-" + out : out
 }

@@ -9,15 +9,10 @@ struct MalformedMessages {
 
     /// Decodes `frames`, or counts and logs why it could not, naming `source`.
     mutating func decode(_ frames: [[UInt8]], from source: @autoclosure () -> String, logger: Logger) -> DroverMessage? {
-        do {
-            return try Codec.decode(frames)
-        } catch {
-            record(error, from: source(), logger: logger)
-            return nil
-        }
+        decode(frames[...], from: source(), logger: logger)
     }
 
-    /// Decodes the frames after a ROUTER's routing id, as ``decode(_:from:logger:)-([[UInt8]],_,_)`` does.
+    /// Decodes the frames after a ROUTER's routing id (or a whole message, as a slice).
     mutating func decode(_ frames: ArraySlice<[UInt8]>, from source: @autoclosure () -> String, logger: Logger) -> DroverMessage? {
         do {
             return try Codec.decode(frames)

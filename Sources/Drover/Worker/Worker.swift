@@ -129,7 +129,7 @@ public final class Worker: Sendable {
         } catch {
             text = "\(error)"
         }
-        var error = Array(text.utf8.prefix(min(maxErrorBytes, limit)))
+        var error = utf8Prefix(text.utf8, maxBytes: min(maxErrorBytes, limit))
         if text.utf8.count > error.count { error += Array(" …".utf8) }
         return ItemOutcome(id: item.id, attempt: item.attempt, status: .failed, payload: error)
     }
