@@ -86,7 +86,6 @@ struct BrokerCommand: ParsableCommand {
         options.retryBaseMilliseconds = retryBaseMs
         options.retryMaxMilliseconds = retryMaxMs
         let broker = Broker(options: options, logger: global.makeLogger(role: "broker"))
-        let signals = SignalRelay { _, _ in broker.stop() }
-        try withExtendedLifetime(signals) { try broker.run() }
+        try runHandlingSignals(broker)
     }
 }

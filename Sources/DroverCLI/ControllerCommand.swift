@@ -39,7 +39,6 @@ struct ControllerCommand: ParsableCommand {
         options.bind = bind
         options.readyFile = readyFile
         let controller = Controller(options: options, logger: global.makeLogger(role: "controller"))
-        let signals = SignalRelay { _, _ in controller.stop() }
-        try withExtendedLifetime(signals) { try controller.run() }
+        try runHandlingSignals(controller)
     }
 }

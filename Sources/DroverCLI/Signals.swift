@@ -1,4 +1,5 @@
 import Dispatch
+import Drover
 import Foundation
 
 /// Routes SIGINT and SIGTERM to a handler that is told how many have arrived, so the first can
@@ -20,4 +21,18 @@ final class SignalRelay: @unchecked Sendable {
             sources.append(source)
         }
     }
+}
+
+/// Runs `service` on this thread with SIGINT and SIGTERM mapped onto its lifecycle: the first
+/// begins a graceful stop (named after the signal), a second stops it at once. Every role's
+/// command runs through here, so they all answer signals the same way.
+func runHandlingSignals<Service: DroverService>(_ service: Service) throws -> Service.Exit {
+    let signals = SignalRelay { sig, count in
+        if count == 1 {
+            service.beginGracefulStop(reason: sig == SIGTERM ? "SIGTERM" : "SIGINT")
+        } else {
+            service.stopNow()
+        }
+    }
+    return try withExtendedLifetime(signals) { try service.run() }
 }

@@ -111,50 +111,9 @@ struct UpCommand: ParsableCommand {
         """)
                 if let readyFile { try writeReadyFile(readyFile, lines: [brokerEndpoint, publishEndpoint, commandEndpoint]) }
 
-        let signals = Mutex(0)
-        let relay = SignalRelay { _, count in signals.withLock { $0 = count } }
-        var exitRequested = false
-        var failed = false
-        defer { withExtendedLifetime(relay) {} }
-        while workerProcesses.contains(where: \.running) {
-            let count = signals.withLock { $0 }
-            if count >= 2 {
-                logger.warning("second signal: stopping every process at once")
-                for child in children { child.signal(SIGKILL) }
-                stopAll(children)
-                throw ExitCode(130)
-            }
-            if count == 1 && !exitRequested {
-                exitRequested = true
-                logger.notice("shutting the fleet down (Ctrl-C again to stop at once)")
-                // Runs on a thread of its own so that a second Ctrl-C is still seen here.
-                let deadlineMs = UInt32(deadline * 1000)
-                Thread.detachNewThread {
-                    do {
-                        let client = try ControlClient(endpoint: commandEndpoint, role: "controller", timeoutSeconds: 5, context: ZMQContext())
-                        let result = try client.exit(deadlineMilliseconds: deadlineMs, wait: true) { event in
-                            if event["event"] == "worker-exited" { logger.info("worker exited", metadata: ["worker": "\(event["worker"] ?? "?")", "completed": "\(event["completed"] ?? "0")"]) }
-                        }
-                        if !result.succeeded { logger.error("fleet exit incomplete", metadata: ["report": "\(result.report)"]) }
-                    } catch {
-                        logger.error("could not ask the controller to exit", metadata: ["error": "\(error)"])
-                    }
-                }
-            }
-            for child in children.prefix(2) where !child.running {
-                logger.error("\(child.role) exited unexpectedly; stopping the fleet", metadata: ["status": "\(child.poll() ?? -1)"])
-                stopAll(children)
-                throw ExitCode.failure
-            }
-            usleep(50_000)
-        }
-        for worker in workerProcesses where worker.poll() != 0 {
-            failed = true
-            logger.warning("\(worker.role) exited with status \(worker.poll() ?? -1)")
-        }
-        stopAll(Array(children.prefix(2)))
-        writeOutput("drover fleet is down")
-        if failed { throw ExitCode.failure }
+        let fleet = LocalFleet(children: children, workers: workerProcesses, commandEndpoint: commandEndpoint,
+                               deadlineMilliseconds: UInt32(deadline * 1000), logger: logger)
+        try runHandlingSignals(fleet)
     }
 
     /// A bound wildcard endpoint (`tcp://0.0.0.0:5555`) as something a client can connect to.

@@ -101,10 +101,7 @@ struct WorkerCommand: ParsableCommand {
         options.liveness = liveness
         options.readyFile = readyFile
         let worker = Worker(options: options, handler: handler, logger: logger)
-        let signals = SignalRelay { sig, count in
-            if count == 1 { worker.drain(reason: sig == SIGTERM ? "SIGTERM" : "SIGINT") } else { worker.stopNow() }
-        }
-        let exit = try withExtendedLifetime(signals) { try worker.run() }
+        let exit = try runHandlingSignals(worker)
         switch exit {
         case .drained(let reason):
             logger.info("worker exited", metadata: ["reason": "\(reason)"])
