@@ -27,11 +27,6 @@ struct FakeProducerPorts: ProducerPorts {
     }
 }
 
-/// Outcomes handed to `onOutcome`, by index.
-final class OutcomeLog: @unchecked Sendable {
-    var outcomes: [(Int, ItemOutcome)] = []
-}
-
 @Suite("Producer session: acceptance, outcomes, resubmission")
 struct ProducerSessionTests {
     typealias Session = ProducerSession<FakeProducerPorts>
@@ -41,13 +36,12 @@ struct ProducerSessionTests {
         Welcome(maxItemBytes: maxItemBytes, heartbeatMilliseconds: 1000, fleet: FleetState(epoch: 1, phase: .running, deadlineMilliseconds: 0), instance: instance)
     }
 
-    func session(wait: Bool, log: OutcomeLog = OutcomeLog(), batchItems: Int = 256) -> Session {
+    func session(wait: Bool, batchItems: Int = 256) -> Session {
         var options = ProducerOptions(broker: "tcp://127.0.0.1:1")
         options.waitForResults = wait
         options.batchItems = batchItems
         return Session(options: options, runID: Self.runID, welcome: welcome(), ports: FakeProducerPorts(),
-                       logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }),
-                       onOutcome: { log.outcomes.append(($0, $1)) })
+                       logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
     }
 
     func id(_ n: UInt64) -> ItemID { ItemID(high: Self.runID, low: n) }
@@ -70,8 +64,7 @@ struct ProducerSessionTests {
 
     @Test("with --wait an item stays until its outcome, which is reported once; a result answers an unaccepted item too")
     func outcomes() throws {
-        let log = OutcomeLog()
-        var s = session(wait: true, log: log)
+        var s = session(wait: true)
         try offer(&s, 3)
         try s.received(.accepted([id(0)]))
         #expect(s.unfinished == 3)
@@ -79,7 +72,8 @@ struct ProducerSessionTests {
                     ItemOutcome(id: id(1), attempt: 2, status: .failed, payload: Array("boom".utf8))]
         try s.received(.result(done))
         try s.received(.result(done))  // a duplicate after a resubmission
-        #expect(log.outcomes.map(\.0) == [0, 1])
+        #expect(s.takeOutcomes().map(\.index) == [0, 1])
+        #expect(s.takeOutcomes().isEmpty)
         #expect(s.summary.succeeded == 1 && s.summary.failed == 1 && s.summary.accepted == 2)
         #expect(s.unfinished == 1)
     }
@@ -134,9 +128,13 @@ struct ProducerSessionTests {
         try offer(&s, 2)
         _ = s.ports.submitted()
         try s.received(.accepted([id(0), id(1)]))
+        s.ports.connected = false  // the connection is down for a moment: the first hello cannot go
         try s.connectionLost()
         #expect(s.link == .lost(since: 0))
-        #expect(s.ports.sent.contains { if case .hello = $0 { true } else { false } }, "hello at once")
+        s.ports.connected = true
+        s.ports.clock = 10
+        try s.keepAlive()
+        #expect(s.ports.sent.contains { if case .hello = $0 { true } else { false } }, "hello as soon as the link takes one, not a heartbeat later")
         _ = try s.offer(Array("late".utf8))
         try s.flush()
         try s.resendDue()
@@ -144,6 +142,7 @@ struct ProducerSessionTests {
         try s.received(.welcome(welcome(instance: 1)))
         try s.resendDue()
         #expect(s.ports.submitted() == [0, 1, 2], "the same broker, but what was queued on the old connection is gone")
+        #expect(s.link == .up)
     }
 
     @Test("a broker silent past the liveness window is lost; past the reconnect timeout the run fails")

@@ -158,6 +158,29 @@ struct WorkerSessionTests {
         #expect(session.isRegistered)
         session.turn(now: 5000)
         #expect(!session.isRegistered)
+        #expect(session.ports.take().count == 1, "a hello")
+        let job = session.ports.queued.first
+        #expect(job == nil)
+        _ = session.received(.deliver([delivery(1)]), now: 5001)
+        session.ports.start(1)
+        session.finished(session.ports.running.map(finished), now: 5002)
+        #expect(!session.ports.take().contains { if case .done = $0 { true } else { false } },
+                "outcomes wait for the new registration")
+        #expect(session.unsentOutcomes.count == 1)
+    }
+
+    @Test("a restart notice while a hello is in flight keeps it in flight: its welcome still grants credit")
+    func unknownPeerWhileHelloInFlight() {
+        var options = WorkerOptions(broker: "tcp://127.0.0.1:1")
+        options.name = "w"
+        var session = Session(options: options, ports: FakeWorkerPorts(), logger: Logger(label: "t", factory: { _ in SwiftLogNoOpLogHandler() }), now: 0)
+        session.start(now: 0)  // the hello goes out
+        session.ports.connected = false
+        _ = session.received(.error(.unknownPeer, "restarted"), now: 10)  // its hello cannot go out
+        session.ports.connected = true
+        _ = session.ports.take()
+        _ = session.received(welcome(), now: 20)  // the answer to the first hello
+        #expect(session.ports.take() == [.credit(3)])
     }
 
     @Test("drain: unstarted items are handed back, running ones finish, then bye; the broker's bye ends it")

@@ -57,16 +57,21 @@ extension ProcessTests {
             #expect(sent.lines.allSatisfy { $0.count == 900_000 })
         }
 
-        @Test("--exec passes a 4 MiB item through od -v without a deadlock")
+        @Test("--exec passes a 4 MiB item through od -v, whose 13 MB of output is the result, without a deadlock")
         func largeItemThroughOd() throws {
             let sandbox = try Sandbox("od")
             defer { sandbox.tearDown() }
             let (_, broker) = try sandbox.broker(["--max-item-size", String(16 << 20)])
-            _ = try sandbox.worker("w", broker: broker, ["--exec", "od -v -An -tx1 | wc -l"])
+            // od writes its output before it has read all of its input, and the worker reads
+            // that output itself: with a blocking write of our end of od's stdin, both waited
+            // on each other for good.
+            _ = try sandbox.worker("w", broker: broker, ["--exec", "od -v -An -tx1"])
             let item = String(repeating: "z", count: 4 << 20)
             let sent = try sandbox.run(["send", "--broker", broker, "--wait"], stdin: item + "\n", timeout: 60)
             #expect(sent.status == 0, "\(sent.stderr)")
-            #expect(sent.lines.map { $0.trimmingCharacters(in: .whitespaces) } == [String((4 << 20) / 16)])
+            let lines = sent.lines
+            #expect(lines.count == (4 << 20) / 16, "a line of od output per 16 bytes")
+            #expect(lines.first?.trimmingCharacters(in: .whitespaces) == Array(repeating: "7a", count: 16).joined(separator: " "))
         }
     }
 }

@@ -162,7 +162,7 @@ struct ControllerLoop {
     mutating func announce(now: Int64) {
         lastAnnounce = now
         _ = try? publisher.send(Codec.encode(.fleet(fleet)), dontWait: true)
-        _ = try? broker.send(Codec.encode(.hello(Hello(role: .controller, name: defaultWorkerName()))), dontWait: true)
+        _ = try? broker.send(Codec.encode(.hello(Hello(role: .controller, name: defaultPeerName()))), dontWait: true)
         _ = try? broker.send(Codec.encode(.fleet(fleet)), dontWait: true)
     }
 

@@ -8,8 +8,9 @@ import ZeroMQ
 /// and outcomes out); this class owns the socket, waits for the broker's first answer, and
 /// polls. Not `Sendable`: it owns a socket, so it stays on the thread that made it. For the
 /// same reason its stored properties skip Swift's run-time exclusivity checks: one thread, and
-/// no call that reaches user code (`onOutcome`) while a property is being changed. The checks
-/// took a sixth of the producer's time.
+/// no call that reaches user code while a property is being changed (`onOutcome` is called
+/// after the session has taken a message, not during). The checks took a sixth of the
+/// producer's time.
 public final class Producer {
     public let options: ProducerOptions
     private let socket: ZMQSocket
@@ -28,7 +29,12 @@ public final class Producer {
     @exclusivity(unchecked) private var session: ProducerSession<ProducerIO>?
     /// Polls the broker socket (index 0) and the connection monitor (1).
     @exclusivity(unchecked) private var poller = ZMQPoller()
-    /// The same, and the input (2), while the input may give items (see ``begin(onOutcome:alsoWakeOn:)``).
+    /// Polls the broker socket alone, for the first handshake (a monitor event waiting there
+    /// would wake every poll at once).
+    @exclusivity(unchecked) private var socketPoller = ZMQPoller()
+    /// Called with each item's index and outcome, from ``pump(timeoutMilliseconds:watchingInput:)``.
+    @exclusivity(unchecked) private var onOutcome: (Int, ItemOutcome) -> Void = { _, _ in }
+    /// The broker socket, the monitor and the input (2) given to ``begin(onOutcome:alsoWakeOn:)``.
     @exclusivity(unchecked) private var pollerWithInput: ZMQPoller? = nil
 
     /// Sends a `hello` at most this often while waiting for the broker's first answer.
@@ -47,6 +53,7 @@ public final class Producer {
         try socket.connect(options.broker)
         _ = poller.add(socket)
         _ = poller.add(monitor)
+        _ = socketPoller.add(socket)
     }
 
     deinit { close() }
@@ -62,9 +69,9 @@ public final class Producer {
             let now = monotonicMilliseconds()
             if now - lastHello >= Self.helloRetryMilliseconds {
                 lastHello = now
-                _ = try socket.send(Codec.encode(.hello(Hello(role: .producer, name: defaultWorkerName()))), dontWait: true)
+                _ = try socket.send(Codec.encode(.hello(.producer)), dontWait: true)
             }
-            if try poller.poll(timeout: 50)[0], let frames = try socket.receive(dontWait: true) {
+            if try socketPoller.poll(timeout: 50)[0], let frames = try socket.receive(dontWait: true) {
                 switch malformed.decode(frames, from: "the broker", logger: logger) {
                 case .welcome(let w)?:
                     welcome = w
@@ -153,12 +160,14 @@ public final class Producer {
     /// ``pump(timeoutMilliseconds:)`` with each item's index and outcome; `pump` also returns
     /// early when `alsoWakeOn` (an input descriptor) becomes readable.
     public func begin(onOutcome: @escaping (Int, ItemOutcome) -> Void = { _, _ in }, alsoWakeOn fd: Int32? = nil) throws {
+        // The broker's latest welcome: a run after another starts where that one's keep-alive left off.
+        if let latest = session?.welcome { welcome = latest }
         let welcome = try connect()
+        self.onOutcome = onOutcome
         // A loss from before this run (or between runs) is not this run's: the welcome above
         // came after it.
         while try monitor.receiveMonitorEvent(dontWait: true) != nil {}
-        session = ProducerSession(options: options, runID: runID, welcome: welcome, ports: ProducerIO(socket: socket),
-                                  logger: logger, onOutcome: onOutcome)
+        session = ProducerSession(options: options, runID: runID, welcome: welcome, ports: ProducerIO(socket: socket), logger: logger)
         pollerWithInput = nil
         if let fd {
             var p = ZMQPoller()
@@ -208,7 +217,9 @@ public final class Producer {
     /// input given to ``begin(onOutcome:alsoWakeOn:)``), handles everything the broker sent
     /// (calling `onOutcome`), offers due retries again, keeps the connection alive, and notices
     /// a broker that went away. Throws once the broker has been gone for the reconnect timeout.
-    public func pump(timeoutMilliseconds: Int, watchingInput: Bool = false) throws {
+    /// Pass `watchingInput: false` while the input could not be taken anyway (a full window, an
+    /// input at its end): a readable input would end every wait at once.
+    public func pump(timeoutMilliseconds: Int, watchingInput: Bool = true) throws {
         guard session != nil else { _ = try running(); return }
         try session!.resendDue()
         let ready = watchingInput && pollerWithInput != nil
@@ -217,6 +228,10 @@ public final class Producer {
         if ready[0] {
             while let frames = try socket.receive(dontWait: true) {
                 if let message = malformed.decode(frames, from: "the broker", logger: logger) { try session!.received(message) }
+            }
+            // Outside the session's mutation: the callback may call back into this producer.
+            if !session!.outcomes.isEmpty {
+                for (index, outcome) in session!.takeOutcomes() { onOutcome(index, outcome) }
             }
         }
         if ready[1] {

@@ -36,7 +36,6 @@ struct ProducerSession<Ports: ProducerPorts> {
     let runID: UInt64
     var ports: Ports
     let logger: Logger
-    let onOutcome: (Int, ItemOutcome) -> Void
 
     /// The broker's latest `welcome`: its limits and which process it is.
     private(set) var welcome: Welcome
@@ -52,15 +51,19 @@ struct ProducerSession<Ports: ProducerPorts> {
     private var nextIndex: UInt64 = 0
     private var lastHeard: Int64
     private var lastSent: Int64
+    /// A `hello` should go out as soon as the link takes one (the connection was lost).
+    private var helloDue = false
+    /// Outcomes received and not yet taken (``takeOutcomes()``), with their items' indices.
+    /// Gathered rather than handed to a callback from inside a mutation of this session, so
+    /// that the callback may call back into the producer.
+    private(set) var outcomes: [(index: Int, outcome: ItemOutcome)] = []
 
-    init(options: ProducerOptions, runID: UInt64, welcome: Welcome, ports: Ports, logger: Logger,
-         onOutcome: @escaping (Int, ItemOutcome) -> Void) {
+    init(options: ProducerOptions, runID: UInt64, welcome: Welcome, ports: Ports, logger: Logger) {
         self.options = options
         self.runID = runID
         self.welcome = welcome
         self.ports = ports
         self.logger = logger
-        self.onOutcome = onOutcome
         outstanding = UnfinishedItems(window: options.window)
         lastHeard = ports.now()
         lastSent = lastHeard
@@ -184,7 +187,7 @@ struct ProducerSession<Ports: ProducerPorts> {
                 guard let item = outstanding.remove(outcome.id.low) else { continue }
                 if !item.accepted { summary.accepted += 1 }
                 if outcome.status == .succeeded { summary.succeeded += 1 } else { summary.failed += 1 }
-                onOutcome(Int(outcome.id.low), outcome)
+                self.outcomes.append((index: Int(outcome.id.low), outcome: outcome))
             }
         case .error(let code, let text):
             throw DroverError.refused("the broker refused a message (\(code)): \(text)")
@@ -200,7 +203,15 @@ struct ProducerSession<Ports: ProducerPorts> {
         guard link == .up else { return }
         link = .lost(since: ports.now())
         logger.warning("lost the connection to the broker; reconnecting", metadata: ["broker": "\(options.broker)"])
+        helloDue = true
         try sayHello()
+    }
+
+    /// The outcomes received since the last call, in the order they arrived.
+    mutating func takeOutcomes() -> [(index: Int, outcome: ItemOutcome)] {
+        var taken: [(index: Int, outcome: ItemOutcome)] = []
+        swap(&taken, &outcomes)
+        return taken
     }
 
     /// Keeps the connection alive (`hello`, whose `welcome` also says whether the broker
@@ -208,7 +219,7 @@ struct ProducerSession<Ports: ProducerPorts> {
     /// reconnect timeout.
     mutating func keepAlive() throws {
         let now = ports.now()
-        if now - lastSent >= heartbeat { try sayHello() }
+        if helloDue || now - lastSent >= heartbeat { try sayHello() }
         guard now - lastHeard > heartbeat * ProducerTimings.liveness else { return }
         switch link {
         case .up:
@@ -223,10 +234,17 @@ struct ProducerSession<Ports: ProducerPorts> {
     }
 
     private mutating func sayHello() throws {
-        if try ports.send(.hello(Hello(role: .producer, name: defaultWorkerName()))) { lastSent = ports.now() }
+        guard try ports.send(.hello(.producer)) else { return }
+        lastSent = ports.now()
+        helloDue = false
     }
 
     private func itemID(_ index: UInt64) -> ItemID { ItemID(high: runID, low: index) }
+}
+
+extension Hello {
+    /// A producer's `hello`: its first message, and its keep-alive.
+    static var producer: Hello { Hello(role: .producer, name: defaultPeerName()) }
 }
 
 /// The producer session's fixed timings (a generic type cannot hold stored statics).

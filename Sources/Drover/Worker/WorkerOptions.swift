@@ -18,7 +18,7 @@ public struct WorkerOptions: Sendable {
     /// small enough that little work waits behind a busy worker.
     public var lookahead = 1
     /// The name shown in logs, `drover status` and exit progress. Default `HOST:PID`.
-    public var name = defaultWorkerName()
+    public var name = defaultPeerName()
     /// Heartbeat interval towards the broker, in milliseconds. Default 1000.
     public var heartbeatMilliseconds: Int32 = 1000
     /// Heartbeat intervals of broker silence before the worker registers again. Default 3.
@@ -40,14 +40,6 @@ public struct WorkerOptions: Sendable {
     /// Outcomes gathered into one `done` while more jobs are queued: an eighth of the capacity,
     /// so a deep pool reports (and regains credit) in batches, and a small one item by item.
     var outcomeBatch: Int { min(max(capacity / 8, 1), 256) }
-}
-
-/// `HOST:PID`.
-public func defaultWorkerName() -> String {
-    var buffer = [CChar](repeating: 0, count: 256)
-    gethostname(&buffer, buffer.count)
-    let host = String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    return "\(host):\(getpid())"
 }
 
 /// How a worker's run ended.

@@ -93,8 +93,7 @@ struct WorkerSession<Ports: WorkerPorts> {
     mutating func turn(now: Int64) {
         if now - lastTurn > liveness, isRegistered {
             logger.warning("this worker was paused past the liveness window; registering again", metadata: ["paused-ms": "\(now - lastTurn)"])
-            registration = .unregistered(helloInFlight: false)
-            sayHello(now: now)
+            registerAgain(now: now)
         }
         lastTurn = now
     }
@@ -149,8 +148,7 @@ struct WorkerSession<Ports: WorkerPorts> {
         case .error(let code, let text):
             if code == .unknownPeer {
                 logger.warning("the broker does not know this worker (restarted?); registering again")
-                registration = .unregistered(helloInFlight: false)
-                sayHello(now: now)
+                registerAgain(now: now)
             } else {
                 logger.error("the broker refused a message", metadata: ["code": "\(code)", "reason": "\(text)"])
             }
@@ -263,8 +261,7 @@ struct WorkerSession<Ports: WorkerPorts> {
             if now - lastHeard > liveness {
                 logger.warning("the broker has been silent past the liveness window; registering again",
                                metadata: ["silent-ms": "\(now - lastHeard)"])
-                registration = .unregistered(helloInFlight: false)
-                sayHello(now: now)
+                registerAgain(now: now)
             } else if now - lastSent >= heartbeat {
                 _ = send(.heartbeat, now: now)
             }
@@ -305,6 +302,13 @@ struct WorkerSession<Ports: WorkerPorts> {
         if !sent { logger.notice("waiting for the broker to come back to say goodbye", metadata: ["broker": "\(options.broker)"]) }
         phase = .leaving(exit: exit, reason: byeReason, byeSentAt: sent ? now : nil,
                          giveUpAt: now + WorkerTimings.goodbyeWaitMilliseconds)
+    }
+
+    /// Registers again. A hello already in flight (this worker was not registered) stays in
+    /// flight: its welcome still grants credit, even if the new hello cannot go out.
+    private mutating func registerAgain(now: Int64) {
+        if registration == .registered { registration = .unregistered(helloInFlight: false) }
+        sayHello(now: now)
     }
 
     private mutating func sayHello(now: Int64) {
