@@ -40,8 +40,8 @@ struct ProducerSessionTests {
         var options = ProducerOptions(broker: "tcp://127.0.0.1:1")
         options.waitForResults = wait
         options.batchItems = batchItems
-        return Session(options: options, runID: Self.runID, welcome: welcome(), ports: FakeProducerPorts(),
-                       logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        return Session(options: options, runID: Self.runID, ports: FakeProducerPorts(),
+                       logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), welcome: welcome())
     }
 
     func id(_ n: UInt64) -> ItemID { ItemID(high: Self.runID, low: n) }

@@ -33,7 +33,11 @@ extension ProcessTests {
 
         @Test("a worker host cut off mid-run has its items redelivered to the other host; its late acks are rejected")
         func partitionedWorkerHost() throws {
-            let fleet = try MultiHostFleet("partition", handlerSeconds: "1")
+            // Items of 2 s, twice the liveness window (4 × 250 ms): host-a notices the silence
+            // while its items still run, so their outcomes wait for its new registration and are
+            // rejected as stale. With 1 s items an outcome could finish just before the silence
+            // was noticed, go into the dead connection and be lost, and no stale ack would come.
+            let fleet = try MultiHostFleet("partition", handlerSeconds: "2")
             defer { fleet.tearDown() }
             let items = 16
             let send = try fleet.sandbox.start("send", ["send", "--broker", fleet.broker, "--wait", "--timeout", "10"]

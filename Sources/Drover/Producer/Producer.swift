@@ -25,8 +25,12 @@ public final class Producer {
     private let runID = UInt64.random(in: 1...UInt64.max)
     @exclusivity(unchecked) private var welcome: Welcome?
     @exclusivity(unchecked) private var malformed = MalformedMessages()
-    /// The current run, from ``begin(onOutcome:alsoWakeOn:)``.
-    @exclusivity(unchecked) private var session: ProducerSession<ProducerIO>?
+    /// The current run, from ``begin(onOutcome:alsoWakeOn:)``; before the first, an empty
+    /// session that ``started`` keeps unused. Not an optional: reading a property through an
+    /// optional stored here copied the whole session (a retain of every buffer) on every item.
+    @exclusivity(unchecked) private var session: ProducerSession<ProducerIO>
+    /// Whether ``begin(onOutcome:alsoWakeOn:)`` has made `session` a real run.
+    @exclusivity(unchecked) private var started = false
     /// Polls the broker socket (index 0) and the connection monitor (1).
     @exclusivity(unchecked) private var poller = ZMQPoller()
     /// Polls the broker socket alone, for the first handshake (a monitor event waiting there
@@ -34,6 +38,8 @@ public final class Producer {
     @exclusivity(unchecked) private var socketPoller = ZMQPoller()
     /// Called with each item's index and outcome, from ``pump(timeoutMilliseconds:watchingInput:)``.
     @exclusivity(unchecked) private var onOutcome: (Int, ItemOutcome) -> Void = { _, _ in }
+    /// Outcomes taken from the session, being handed to `onOutcome` (see ``ProducerSession/takeOutcomes(into:)``).
+    @exclusivity(unchecked) private var delivering: [IndexedOutcome] = []
     /// The broker socket, the monitor and the input (2) given to ``begin(onOutcome:alsoWakeOn:)``.
     @exclusivity(unchecked) private var pollerWithInput: ZMQPoller? = nil
 
@@ -51,6 +57,8 @@ public final class Producer {
         try socket.set(.reconnectIntervalMax(milliseconds: 1000))
         try socket.set(.maxMessageSize(bytes: 64 << 20))
         try socket.connect(options.broker)
+        session = ProducerSession(options: options, runID: runID, ports: ProducerIO(socket: socket), logger: logger,
+                                  welcome: Welcome(maxItemBytes: 0, heartbeatMilliseconds: 1000, fleet: .initial, instance: 0))
         _ = poller.add(socket)
         _ = poller.add(monitor)
         _ = socketPoller.add(socket)
@@ -145,7 +153,7 @@ public final class Producer {
             // with a full window (or one at its end) would wake every poll at once, a spin.
             try pump(timeoutMilliseconds: 100, watchingInput: !exhausted && canOffer)
             let now = monotonicMilliseconds()
-            if let onProgress, let session, now - lastProgress >= 100 {
+            if let onProgress, now - lastProgress >= 100 {
                 lastProgress = now
                 onProgress(ProducerProgress(read: session.read, accepted: session.summary.accepted,
                                             finished: session.summary.succeeded + session.summary.failed))
@@ -161,13 +169,14 @@ public final class Producer {
     /// early when `alsoWakeOn` (an input descriptor) becomes readable.
     public func begin(onOutcome: @escaping (Int, ItemOutcome) -> Void = { _, _ in }, alsoWakeOn fd: Int32? = nil) throws {
         // The broker's latest welcome: a run after another starts where that one's keep-alive left off.
-        if let latest = session?.welcome { welcome = latest }
+        if started { welcome = session.welcome }
         let welcome = try connect()
         self.onOutcome = onOutcome
         // A loss from before this run (or between runs) is not this run's: the welcome above
         // came after it.
         while try monitor.receiveMonitorEvent(dontWait: true) != nil {}
-        session = ProducerSession(options: options, runID: runID, welcome: welcome, ports: ProducerIO(socket: socket), logger: logger)
+        session = ProducerSession(options: options, runID: runID, ports: ProducerIO(socket: socket), logger: logger, welcome: welcome)
+        started = true
         pollerWithInput = nil
         if let fd {
             var p = ZMQPoller()
@@ -180,37 +189,37 @@ public final class Producer {
 
     /// The current run, or an error saying that ``begin(onOutcome:alsoWakeOn:)`` comes first.
     private func running() throws -> ProducerSession<ProducerIO> {
-        guard let session else { throw DroverError.notStarted("call Producer.begin(onOutcome:) before offering items") }
+        guard started else { throw DroverError.notStarted("call Producer.begin(onOutcome:) before offering items") }
         return session
     }
 
     /// Whether the window has room for another item.
-    public var canOffer: Bool { session?.canOffer ?? false }
+    public var canOffer: Bool { started && session.canOffer }
 
     /// Items not yet safe: not accepted, or with ``ProducerOptions/waitForResults`` not yet finished.
-    public var unfinished: Int { session?.unfinished ?? 0 }
+    public var unfinished: Int { session.unfinished }
 
     /// Adds an item to the current batch, sending the batch when it is full; returns the item's
     /// index. Call ``flush()`` to send a partial batch now (a lone item should not wait).
     @discardableResult
     public func offer(_ payload: [UInt8]) throws -> Int {
-        guard session != nil else { _ = try running(); return 0 }
-        return try session!.offer(payload)
+        guard started else { _ = try running(); return 0 }
+        return try session.offer(payload)
     }
 
     /// Counts an item the input could not give (a line over the broker's limit) as read and
     /// refused with `reason`; returns its index.
     @discardableResult
     public func refuse(_ reason: String) throws -> Int {
-        guard session != nil else { _ = try running(); return 0 }
-        return session!.refuse(reason)
+        guard started else { _ = try running(); return 0 }
+        return session.refuse(reason)
     }
 
     /// Sends the current batch. One that cannot be queued (the broker is not connected, or
     /// its pipe is full) is offered again shortly.
     public func flush() throws {
-        guard session != nil else { _ = try running(); return }
-        try session!.flush()
+        guard started else { _ = try running(); return }
+        try session.flush()
     }
 
     /// Waits up to `timeoutMilliseconds` for the broker (and, when `watchingInput`, for the
@@ -220,26 +229,28 @@ public final class Producer {
     /// Pass `watchingInput: false` while the input could not be taken anyway (a full window, an
     /// input at its end): a readable input would end every wait at once.
     public func pump(timeoutMilliseconds: Int, watchingInput: Bool = true) throws {
-        guard session != nil else { _ = try running(); return }
-        try session!.resendDue()
+        guard started else { _ = try running(); return }
+        try session.resendDue()
         let ready = watchingInput && pollerWithInput != nil
             ? try pollerWithInput!.poll(timeout: timeoutMilliseconds)
             : try poller.poll(timeout: timeoutMilliseconds)
         if ready[0] {
             while let frames = try socket.receive(dontWait: true) {
-                if let message = malformed.decode(frames, from: "the broker", logger: logger) { try session!.received(message) }
+                if let message = malformed.decode(frames, from: "the broker", logger: logger) { try session.received(message) }
             }
             // Outside the session's mutation: the callback may call back into this producer.
-            if !session!.outcomes.isEmpty {
-                for (index, outcome) in session!.takeOutcomes() { onOutcome(index, outcome) }
+            if !session.outcomes.isEmpty {
+                session.takeOutcomes(into: &delivering)
+                for finished in delivering { onOutcome(finished.index, finished.outcome) }
+                delivering.removeAll(keepingCapacity: true)
             }
         }
         if ready[1] {
             while let event = try monitor.receiveMonitorEvent(dontWait: true) {
-                if event.kind == .disconnected { try session!.connectionLost() }
+                if event.kind == .disconnected { try session.connectionLost() }
             }
         }
-        try session!.keepAlive()
+        try session.keepAlive()
     }
 
     /// Closes the connection (also done when the producer is released). The monitor is

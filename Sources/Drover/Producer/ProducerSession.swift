@@ -56,9 +56,9 @@ struct ProducerSession<Ports: ProducerPorts> {
     /// Outcomes received and not yet taken (``takeOutcomes()``), with their items' indices.
     /// Gathered rather than handed to a callback from inside a mutation of this session, so
     /// that the callback may call back into the producer.
-    private(set) var outcomes: [(index: Int, outcome: ItemOutcome)] = []
+    private(set) var outcomes: [IndexedOutcome] = []
 
-    init(options: ProducerOptions, runID: UInt64, welcome: Welcome, ports: Ports, logger: Logger) {
+    init(options: ProducerOptions, runID: UInt64, ports: Ports, logger: Logger, welcome: Welcome) {
         self.options = options
         self.runID = runID
         self.welcome = welcome
@@ -187,7 +187,7 @@ struct ProducerSession<Ports: ProducerPorts> {
                 guard let item = outstanding.remove(outcome.id.low) else { continue }
                 if !item.accepted { summary.accepted += 1 }
                 if outcome.status == .succeeded { summary.succeeded += 1 } else { summary.failed += 1 }
-                self.outcomes.append((index: Int(outcome.id.low), outcome: outcome))
+                self.outcomes.append(IndexedOutcome(index: Int(outcome.id.low), outcome: outcome))
             }
         case .error(let code, let text):
             throw DroverError.refused("the broker refused a message (\(code)): \(text)")
@@ -208,10 +208,16 @@ struct ProducerSession<Ports: ProducerPorts> {
     }
 
     /// The outcomes received since the last call, in the order they arrived.
-    mutating func takeOutcomes() -> [(index: Int, outcome: ItemOutcome)] {
-        var taken: [(index: Int, outcome: ItemOutcome)] = []
-        swap(&taken, &outcomes)
+    mutating func takeOutcomes() -> [IndexedOutcome] {
+        var taken: [IndexedOutcome] = []
+        takeOutcomes(into: &taken)
         return taken
+    }
+
+    /// Swaps the outcomes received since the last call into `spare`, which must be empty; its
+    /// storage becomes this session's, so two buffers serve a whole run without allocating.
+    mutating func takeOutcomes(into spare: inout [IndexedOutcome]) {
+        swap(&spare, &outcomes)
     }
 
     /// Keeps the connection alive (`hello`, whose `welcome` also says whether the broker
@@ -245,6 +251,13 @@ struct ProducerSession<Ports: ProducerPorts> {
 extension Hello {
     /// A producer's `hello`: its first message, and its keep-alive.
     static var producer: Hello { Hello(role: .producer, name: defaultPeerName()) }
+}
+
+/// An item's outcome with the item's index in the input. A struct rather than a tuple: an
+/// array of tuples is destroyed through generic metadata, one element at a time.
+struct IndexedOutcome {
+    var index: Int
+    var outcome: ItemOutcome
 }
 
 /// The producer session's fixed timings (a generic type cannot hold stored statics).
