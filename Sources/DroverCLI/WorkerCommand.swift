@@ -14,6 +14,7 @@ struct WorkerCommand: ParsableCommand {
 
         Examples:
           drover worker --broker tcp://broker-host:5555 --control tcp://broker-host:5556 --threads 4 --exec 'gzip -c | wc -c'
+          drover worker --broker tcp://127.0.0.1:5555 --threads 4 --serve 'python3 handler.py'
           drover worker --broker tcp://127.0.0.1:5555 --echo
         """
     )
@@ -39,6 +40,12 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Run this shell command per item: item on stdin, result from stdout, non-zero exit fails the item.")
     var exec: String?
 
+    @Option(help: "Start this shell command once per handler thread and keep it running: items go to its stdin, results come from its stdout (see --serve-format and docs/HANDLERS.md). For handlers in any language that should not pay a process start per item.")
+    var serve: String?
+
+    @Option(help: "How --serve frames items and results: lines (one item per line in, one result line out per item) or frames (binary-safe: length-prefixed, with the item id, attempt and a success or failure status).")
+    var serveFormat: ServeHandler.Format = .lines
+
     @Flag(help: "Return each item as its result and print it, one line per item.")
     var echo = false
 
@@ -63,8 +70,8 @@ struct WorkerCommand: ParsableCommand {
     func validate() throws {
         try validateEndpoint(broker, flag: "--broker", binding: false)
         if let control { try validateEndpoint(control, flag: "--control", binding: false) }
-        guard [exec != nil, echo, benchHandler != nil].filter({ $0 }).count == 1 else {
-            throw ValidationError("give exactly one handler: --exec 'COMMAND' or --echo")
+        guard [exec != nil, serve != nil, echo, benchHandler != nil].filter({ $0 }).count == 1 else {
+            throw ValidationError("give exactly one handler: --exec 'COMMAND' (a process per item), --serve 'COMMAND' (long-lived processes) or --echo")
         }
         guard (1...1024).contains(threads) else { throw ValidationError("--threads must be between 1 and 1024") }
         guard (0...10_000).contains(lookahead) else { throw ValidationError("--lookahead must be between 0 and 10000") }
@@ -85,8 +92,11 @@ struct WorkerCommand: ParsableCommand {
                 throw ValidationError("--bench-handler takes noop or sleep:MS")
             }
         } else if let exec {
-            try ExecHandler.check(exec)
+            try ExecHandler.check(exec, flag: "--exec")
             handler = ExecHandler(command: exec)
+        } else if let serve {
+            try ExecHandler.check(serve, flag: "--serve")
+            handler = ServeHandler(command: serve, format: serveFormat, logger: logger)
         } else {
             handler = EchoHandler()
         }
@@ -113,3 +123,5 @@ struct WorkerCommand: ParsableCommand {
         }
     }
 }
+
+extension ServeHandler.Format: ExpressibleByArgument {}

@@ -42,6 +42,8 @@ public final class Controller: Sendable {
     static let statusPollMilliseconds: Int64 = 200
     /// How long a stopping controller keeps going to finish reporting an exit.
     static let finalReportMilliseconds: Int64 = 2000
+    /// How long a stopping controller keeps its sockets open after a final exit report.
+    static let finalFlushMilliseconds: Int64 = 300
     /// A broker that has not answered a status request for this long fails the exit being watched.
     static let brokerSilenceMilliseconds: Int64 = 5000
 
@@ -100,17 +102,26 @@ public final class Controller: Sendable {
         let wakeIndex = poller.add(fileDescriptor: wakeup.fileDescriptor)
         loop.announce(now: monotonicMilliseconds())
         var stopRequestedAt: Int64? = nil
+        var lastReportAt: Int64? = nil
         while true {
             if stopRequestedAt == nil && stopping.load(ordering: .acquiring) { stopRequestedAt = monotonicMilliseconds() }
             // An exit being watched gets its final report before the controller goes, if the
             // broker can give one soon: `drover up` stops the controller right after the workers.
-            if let since = stopRequestedAt, loop.watches.isEmpty || monotonicMilliseconds() - since > Self.finalReportMilliseconds { break }
+            // A report sent just now gets a moment to leave: a message queued right before its
+            // socket closes was seen lost, linger or not (`drover exit` then waited in vain).
+            if let since = stopRequestedAt {
+                let now = monotonicMilliseconds()
+                let reportLeaving = lastReportAt.map { now - $0 < Self.finalFlushMilliseconds } ?? false
+                if (loop.watches.isEmpty && !reportLeaving) || now - since > Self.finalReportMilliseconds { break }
+            }
+            let watching = loop.watches.count
             let ready = try poller.poll(timeout: 50)
             let now = monotonicMilliseconds()
             if ready[wakeIndex] { wakeup.clear() }
             if ready[commandIndex] { while let frames = try commands.receive(dontWait: true) { loop.command(frames, now: now) } }
             if ready[brokerIndex] { while let frames = try broker.receive(dontWait: true) { loop.fromBroker(frames, now: now) } }
             loop.timers(now: now)
+            if loop.watches.count < watching { lastReportAt = monotonicMilliseconds() }
         }
         logger.info("controller stopping")
         publisher.close()

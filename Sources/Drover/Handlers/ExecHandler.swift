@@ -25,16 +25,16 @@ public final class ExecHandler: WorkHandler {
 
     /// Checks that the command's program exists, so a typo fails at start-up rather than on
     /// every item. Commands that start with shell syntax are not checked.
-    public static func check(_ command: String) throws {
+    public static func check(_ command: String, flag: String = "--exec") throws {
         let words = command.split(whereSeparator: { $0 == " " || $0 == "\t" })
         guard let first = words.first.map(String.init) else {
-            throw DroverError.handlerUnavailable("--exec needs a command, for example --exec 'wc -c'")
+            throw DroverError.handlerUnavailable("\(flag) needs a command, for example \(flag) 'wc -c'")
         }
         if first.contains(where: { "$\"'`=(){}<>|;&".contains($0) }) { return }
         let probe = try run(argv: ["/bin/sh", "-c", "command -v -- \"$1\" >/dev/null 2>&1", "sh", first], input: [], environment: [:])
         guard probe.status == 0 else {
             throw DroverError.handlerUnavailable(
-                "--exec command \"\(first)\" was not found (looked in PATH=\(ProcessInfo.processInfo.environment["PATH"] ?? "")); give a full path or install it")
+                "\(flag) command \"\(first)\" was not found (looked in PATH=\(ProcessInfo.processInfo.environment["PATH"] ?? "")); give a full path or install it")
         }
     }
 
@@ -53,8 +53,7 @@ public final class ExecHandler: WorkHandler {
         var stderr = String(decoding: utf8Prefix(outcome.stderr, maxBytes: Self.maxErrorBytes), as: UTF8.self)
             .trimmingCharacters(in: .whitespacesAndNewlines)
         if stderr.isEmpty { stderr = "(no stderr)" }
-        let how = outcome.status > 0 ? "exited with status \(outcome.status)" : "was killed by signal \(-outcome.status)"
-        throw HandlerFailure("command \(how): \(stderr)")
+        throw HandlerFailure("command \(Subprocess.describe(outcome.status)): \(stderr)")
     }
 
     public func cancelRunning() {
@@ -78,59 +77,22 @@ public final class ExecHandler: WorkHandler {
     /// `maxOutputBytes` is killed (its whole process group): nobody could take the result.
     static func run(argv: [String], input: ArraySlice<UInt8>, environment: [String: String],
                     maxOutputBytes: Int = Int.max, track: (pid_t, Bool) -> Void = { _, _ in }) throws -> Outcome {
-        var stdinPipe: [Int32] = [-1, -1], stdoutPipe: [Int32] = [-1, -1], stderrPipe: [Int32] = [-1, -1]
-        guard drover_pipe_cloexec(&stdinPipe, 0) == 0, drover_pipe_cloexec(&stdoutPipe, 0) == 0,
-              drover_pipe_cloexec(&stderrPipe, 0) == 0 else {
-            let reason = String(cString: strerror(errno))
-            for fd in stdinPipe + stdoutPipe + stderrPipe where fd >= 0 { close(fd) }
-            throw HandlerFailure("cannot create pipes: \(reason)")
-        }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, stdinPipe[0], 0)
-        posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
-        // The command gets stdin, stdout and stderr only: no socket of ours, and no descriptor
-        // this worker inherited (a supervisor's pipe held open by an orphaned grandchild makes
-        // the supervisor think the worker is still alive).
-        drover_spawn_close_from(&actions, 3)
-
-        var env = ProcessInfo.processInfo.environment
-        for (k, v) in environment { env[k] = v }
-        let cArgs = argv.map { strdup($0) } + [nil]
-        let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            cArgs.forEach { free($0) }
-            cEnv.forEach { free($0) }
-        }
-        // Its own process group, so stopping it at the deadline stops everything it started.
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
-        posix_spawnattr_setpgroup(&attributes, 0)
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, argv[0], &actions, &attributes, cArgs, cEnv)
-        close(stdinPipe[0]); close(stdoutPipe[1]); close(stderrPipe[1])
-        guard rc == 0 else {
-            close(stdinPipe[1]); close(stdoutPipe[0]); close(stderrPipe[0])
-            throw HandlerFailure("cannot start \(argv[0]): \(String(cString: strerror(rc)))")
-        }
+        let child = try Subprocess.spawn(argv: argv, environment: environment)
+        let pid = child.pid
         track(pid, true)
         defer { track(pid, false) }
 
         var out: [UInt8] = [], err: [UInt8] = []
         var outputCut = false
         var written = 0
-        var writeFD = stdinPipe[1]
+        var writeFD = child.stdin
         if input.isEmpty {
             close(writeFD)
             writeFD = -1
         } else {
             _ = fcntl(writeFD, F_SETFL, fcntl(writeFD, F_GETFL) | O_NONBLOCK)
         }
-        var readOut = stdoutPipe[0], readErr = stderrPipe[0]
+        var readOut = child.stdout, readErr = child.stderr
         var buffer = [UInt8](repeating: 0, count: 65536)
         while readOut >= 0 || readErr >= 0 {
             var fds = [pollfd(fd: readOut, events: Int16(POLLIN), revents: 0),
@@ -180,11 +142,7 @@ public final class ExecHandler: WorkHandler {
             }
         }
         if writeFD >= 0 { close(writeFD) }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        // WIFEXITED / WEXITSTATUS are macros Swift cannot call.
-        let termSignal = status & 0x7f
-        let code = termSignal == 0 ? (status >> 8) & 0xff : -termSignal
+        let code = child.wait()
         return Outcome(status: code, stdout: out, stderr: err, outputCut: outputCut)
     }
 }

@@ -41,8 +41,12 @@ public protocol WorkHandler: Sendable {
     func handle(_ item: WorkItem) throws -> [UInt8]
     /// Stops items that are still running, when the drain deadline has passed. Optional.
     func cancelRunning()
+    /// The worker is done with the handler (it drained): release what it holds, within
+    /// `deadlineMilliseconds`. Optional.
+    func shutdown(deadlineMilliseconds: Int64)
 }
 
 extension WorkHandler {
     public func cancelRunning() {}
+    public func shutdown(deadlineMilliseconds: Int64) {}
 }

@@ -110,7 +110,9 @@ public final class Worker: Sendable {
         broker.close()
         control?.close()
         switch exit {
-        case .drained: pool.join()
+        case .drained:
+            pool.join()
+            handler.shutdown(deadlineMilliseconds: Int64(options.drainDeadlineMilliseconds))
         case .deadlinePassed, .stopped: pool.close()  // handler threads may be stuck; the process ends them
         }
         return exit

@@ -1,0 +1,305 @@
+import DroverProtocol
+import Foundation
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `--serve CMD`: long-lived handler processes, in any language. CMD (run by `/bin/sh -c`) is
+/// started once per handler thread when it is first needed and kept running; items go to it
+/// over its stdin and outcomes come back over its stdout, in one of two framings
+/// (docs/HANDLERS.md):
+///
+/// - ``Format/lines`` (the default): one item per line in, the n-th line out is the n-th
+///   item's result. `for line in sys.stdin: print(line.upper(), flush=True)` is a handler.
+/// - ``Format/frames``: binary-safe. In: a 4-byte big-endian length, then the 16-byte item
+///   id, the 4-byte attempt and the payload. Out: a 4-byte big-endian length, then a status
+///   byte (0 succeeded, anything else failed) and the result or error text.
+///
+/// A process that exits or crashes fails the item it was running (a failed delivery, retried
+/// per the queue's policy) and is started again when next needed, after a backoff that doubles
+/// while it keeps dying (up to ``maxBackoffMilliseconds``), so a broken handler is reported in
+/// the log instead of spinning. Its stderr goes to the worker's log, line by line, tagged with
+/// its pid. ``shutdown(deadlineMilliseconds:)`` closes every process's stdin and waits for it.
+public final class ServeHandler: WorkHandler {
+    /// How items and outcomes are framed on the handler process's stdin and stdout.
+    public enum Format: String, Sendable, CaseIterable {
+        case lines
+        case frames
+    }
+
+    public let command: String
+    public let format: Format
+    private let logger: Logger
+    /// Processes not running an item, ready for the next.
+    private let idle = Mutex<[Subprocess]>([])
+    /// Every live process, for ``cancelRunning()`` and ``shutdown(deadlineMilliseconds:)``.
+    private let live = Mutex<Set<pid_t>>([])
+    /// Consecutive deaths, and when the next process may start.
+    private let restarts = Mutex<(failures: Int, notBefore: Int64)>((0, 0))
+
+    /// The first restart waits this long; each further death in a row doubles it.
+    static let firstBackoffMilliseconds: Int64 = 100
+    /// The longest wait before a restart.
+    static let maxBackoffMilliseconds: Int64 = 10_000
+    /// Most bytes read from a handler process per `read`.
+    static let readChunk = 64 * 1024
+
+    /// Creates the handler; processes start when items arrive. It sets SIGPIPE to be ignored
+    /// in this process: a handler process that dies must make our write fail with EPIPE, not
+    /// kill the worker.
+    public init(command: String, format: Format = .lines, logger: Logger) {
+        self.command = command
+        self.format = format
+        self.logger = logger
+        signal(SIGPIPE, SIG_IGN)
+    }
+
+    public func handle(_ item: WorkItem) throws -> [UInt8] {
+        let request = try encode(item)
+        var process = try takeProcess(for: item)
+        do {
+            let response = try exchange(request, with: &process, maxResultBytes: item.maxResultBytes)
+            idle.withLock { $0.append(process) }
+            restarts.withLock { $0.failures = 0 }
+            switch response {
+            case .success(let result): return result
+            case .failure(let text): throw HandlerFailure(text)
+            }
+        } catch let failure as ProcessEnded {
+            throw HandlerFailure(ended(process, failure))
+        }
+    }
+
+    public func cancelRunning() {
+        for pid in live.withLock({ $0 }) { kill(-pid, SIGKILL) }
+    }
+
+    /// Closes every idle process's stdin (a handler's cue to finish) and waits up to
+    /// `deadlineMilliseconds` for them to exit; any still running then is killed.
+    public func shutdown(deadlineMilliseconds: Int64) {
+        let processes = idle.withLock { taken in
+            defer { taken.removeAll() }
+            return taken
+        }
+        for process in processes { close(process.stdin) }
+        let giveUp = monotonicMilliseconds() + deadlineMilliseconds
+        var running = processes
+        while !running.isEmpty {
+            running.removeAll { process in
+                guard let code = process.exited() else { return false }
+                finish(process, code: code, expected: true)
+                return true
+            }
+            if running.isEmpty { break }
+            if monotonicMilliseconds() >= giveUp {
+                for process in running {
+                    logger.warning("handler process still running at the deadline; killing it", metadata: ["pid": "\(process.pid)"])
+                    process.kill()
+                    finish(process, code: process.wait(), expected: true)
+                }
+                break
+            }
+            var none = pollfd()
+            _ = poll(&none, 0, 20)  // no exit notification to wait on without a signal handler
+        }
+    }
+
+    /// Handler processes alive now (for tests and status).
+    var liveProcesses: Int { live.withLock { $0.count } }
+    /// Processes that died in a row, without answering an item between.
+    var deathsInARow: Int { restarts.withLock { $0.failures } }
+    /// The wait before the next start after the latest death.
+    var restartBackoffMilliseconds: Int64 {
+        let failures = deathsInARow
+        return failures == 0 ? 0 : Self.backoff(afterDeaths: failures)
+    }
+
+    static func backoff(afterDeaths failures: Int) -> Int64 {
+        min(firstBackoffMilliseconds << min(failures - 1, 20), maxBackoffMilliseconds)
+    }
+
+    // MARK: Processes
+
+    /// An idle process, or a new one (after the restart backoff, if processes keep dying).
+    private func takeProcess(for item: WorkItem) throws -> Subprocess {
+        if let process = idle.withLock({ $0.popLast() }) { return process }
+        let wait = restarts.withLock { $0.notBefore } - monotonicMilliseconds()
+        if wait > 0 {
+            var none = pollfd()
+            _ = poll(&none, 0, Int32(wait))
+        }
+        let process = try Subprocess.spawn(argv: ["/bin/sh", "-c", command],
+                                           environment: ["DROVER_QUEUE": item.queue, "DROVER_WORKER": item.worker])
+        _ = fcntl(process.stdin, F_SETFL, fcntl(process.stdin, F_GETFL) | O_NONBLOCK)
+        live.withLock { _ = $0.insert(process.pid) }
+        logger.info("handler process started", metadata: ["pid": "\(process.pid)", "command": "\(command)"])
+        let stderr = process.stderr, pid = process.pid, logger = logger
+        // Its stderr, line by line, into our log; the thread ends when the process does.
+        Thread.detachNewThread {
+            var pending: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(stderr, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { break }
+                pending += buffer[0..<n]
+                while let newline = pending.firstIndex(of: 0x0A) {
+                    logger.warning("handler: \(String(decoding: utf8Prefix(pending[..<newline], maxBytes: 4096), as: UTF8.self))",
+                                   metadata: ["pid": "\(pid)"])
+                    pending.removeSubrange(...newline)
+                }
+                if pending.count > 4096 {
+                    logger.warning("handler: \(String(decoding: utf8Prefix(pending, maxBytes: 4096), as: UTF8.self))", metadata: ["pid": "\(pid)"])
+                    pending.removeAll()
+                }
+            }
+            if !pending.isEmpty { logger.warning("handler: \(String(decoding: pending, as: UTF8.self))", metadata: ["pid": "\(pid)"]) }
+            close(stderr)
+        }
+        return process
+    }
+
+    /// A process stopped answering: reaps it, schedules the next start, and says why in a
+    /// message for the item it was running.
+    private func ended(_ process: Subprocess, _ failure: ProcessEnded) -> String {
+        process.kill()
+        let code = process.wait()
+        finish(process, code: code, expected: false)
+        let (failures, backoff) = restarts.withLock { state -> (Int, Int64) in
+            state.failures += 1
+            let backoff = Self.backoff(afterDeaths: state.failures)
+            state.notBefore = monotonicMilliseconds() + backoff
+            return (state.failures, backoff)
+        }
+        let how = failure.reason ?? "the handler process \(Subprocess.describe(code))"
+        logger.error("handler process ended; starting another when needed", metadata: [
+            "pid": "\(process.pid)", "reason": "\(how)", "deaths-in-a-row": "\(failures)", "restart-in-ms": "\(backoff)"])
+        return how
+    }
+
+    private func finish(_ process: Subprocess, code: Int32, expected: Bool) {
+        live.withLock { _ = $0.remove(process.pid) }
+        if process.stdin >= 0 && !expected { close(process.stdin) }
+        close(process.stdout)
+        if expected { logger.info("handler process exited", metadata: ["pid": "\(process.pid)", "status": "\(code)"]) }
+    }
+
+    // MARK: Framing
+
+    private enum Response {
+        case success([UInt8])
+        case failure(String)
+    }
+
+    /// The process died or broke the framing; `reason` overrides "exited with status N".
+    private struct ProcessEnded: Error {
+        var reason: String? = nil
+    }
+
+    private func encode(_ item: WorkItem) throws -> [UInt8] {
+        switch format {
+        case .lines:
+            if item.payload.contains(0x0A) {
+                throw HandlerFailure("the item contains a newline, which --serve-format lines cannot carry; use --serve-format frames")
+            }
+            var line = Array(item.payload)
+            line.append(0x0A)
+            return line
+        case .frames:
+            let length = UInt32(16 + 4 + item.payload.count)
+            var frame: [UInt8] = []
+            frame.reserveCapacity(4 + Int(length))
+            appendBigEndian(length, to: &frame)
+            appendBigEndian(item.id.high, to: &frame)
+            appendBigEndian(item.id.low, to: &frame)
+            appendBigEndian(item.attempt, to: &frame)
+            frame += item.payload
+            return frame
+        }
+    }
+
+    /// The response at the start of `buffer`, removing it, or `nil` when it is not all there.
+    /// `scanned`: how many bytes at the start are known to hold no newline (each byte is
+    /// searched once, however many reads a long line takes).
+    private func decode(_ buffer: inout [UInt8], scanned: inout Int, maxResultBytes: Int) throws(ProcessEnded) -> Response? {
+        switch format {
+        case .lines:
+            guard let newline = buffer[scanned...].firstIndex(of: 0x0A) else {
+                scanned = buffer.count
+                if buffer.count > maxResultBytes {
+                    throw ProcessEnded(reason: "the handler's result passed the broker's limit of \(groupedDigits(maxResultBytes)) bytes without a newline")
+                }
+                return nil
+            }
+            var end = newline
+            if end > 0 && buffer[end - 1] == 0x0D { end -= 1 }
+            let result = Array(buffer[..<end])
+            buffer.removeSubrange(...newline)
+            scanned = 0
+            return .success(result)
+        case .frames:
+            guard buffer.count >= 4 else { return nil }
+            let length = Int(buffer[0]) << 24 | Int(buffer[1]) << 16 | Int(buffer[2]) << 8 | Int(buffer[3])
+            guard length >= 1 else { throw ProcessEnded(reason: "the handler wrote a frame of length 0; a frame holds at least its status byte") }
+            guard length - 1 <= maxResultBytes else {
+                throw ProcessEnded(reason: "the handler's result of \(groupedDigits(length - 1)) bytes is over the broker's limit of \(groupedDigits(maxResultBytes))")
+            }
+            guard buffer.count >= 4 + length else { return nil }
+            let status = buffer[4]
+            let body = Array(buffer[5..<(4 + length)])
+            buffer.removeSubrange(..<(4 + length))
+            return status == 0 ? .success(body) : .failure(String(decoding: utf8Prefix(body, maxBytes: 16 * 1024), as: UTF8.self))
+        }
+    }
+
+    /// Writes `request` while reading the response, both at the pace the process sets: a
+    /// process may answer part of an item before it has read all of it, and a blocking write
+    /// would then wait for a process that waits for us.
+    private func exchange(_ request: [UInt8], with process: inout Subprocess, maxResultBytes: Int) throws(ProcessEnded) -> Response {
+        var written = 0
+        var received: [UInt8] = []
+        var scanned = 0
+        var buffer = [UInt8](repeating: 0, count: Self.readChunk)
+        while true {
+            if written == request.count, let response = try decode(&received, scanned: &scanned, maxResultBytes: maxResultBytes) {
+                if !received.isEmpty {
+                    logger.warning("the handler wrote more than one response for an item; the extra bytes are dropped",
+                                   metadata: ["pid": "\(process.pid)", "bytes": "\(received.count)"])
+                }
+                return response
+            }
+            var fds = [pollfd(fd: process.stdout, events: Int16(POLLIN), revents: 0),
+                       pollfd(fd: written < request.count ? process.stdin : -1, events: Int16(POLLOUT), revents: 0)]
+            if poll(&fds, 2, -1) < 0 {
+                if errno == EINTR { continue }
+                throw ProcessEnded(reason: "cannot wait on the handler process: \(String(cString: strerror(errno)))")
+            }
+            if fds[1].revents != 0 {
+                let n = request.withUnsafeBytes { write(process.stdin, $0.baseAddress! + written, min($0.count - written, Self.readChunk)) }
+                if n > 0 {
+                    written += n
+                } else if errno != EINTR && errno != EAGAIN {
+                    throw ProcessEnded()  // EPIPE: it closed its stdin or died
+                }
+            }
+            if fds[0].revents != 0 {
+                let n = buffer.withUnsafeMutableBytes { read(process.stdout, $0.baseAddress, $0.count) }
+                if n > 0 {
+                    received += buffer[0..<n]
+                    if written < request.count, try decode(&received, scanned: &scanned, maxResultBytes: maxResultBytes) != nil {
+                        throw ProcessEnded(reason: "the handler answered before it had read the whole item; a response must follow its item")
+                    }
+                } else if n == 0 || (errno != EINTR && errno != EAGAIN) {
+                    throw ProcessEnded()  // its stdout closed: it exited
+                }
+            }
+        }
+    }
+}
+
+private func appendBigEndian<T: FixedWidthInteger>(_ value: T, to bytes: inout [UInt8]) {
+    withUnsafeBytes(of: value.bigEndian) { bytes += $0 }
+}

@@ -1,0 +1,124 @@
+import DroverProtocol
+import Foundation
+import Logging
+import Synchronization
+import Testing
+@testable import Drover
+
+@Suite("--serve: long-lived handler processes")
+struct ServeHandlerTests {
+    let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+
+    func item(_ text: String, _ n: UInt64 = 1) -> WorkItem {
+        WorkItem(id: ItemID(high: 5, low: n), attempt: 1, queue: "q", payload: Array(text.utf8)[...], worker: "w",
+                 maxResultBytes: 1 << 20)
+    }
+
+    /// A frames-mode handler in Python with only its standard library, as docs/HANDLERS.md shows.
+    static let pythonFrames = """
+        python3 -c '
+        import struct, sys
+        inp, out = sys.stdin.buffer, sys.stdout.buffer
+        while True:
+            head = inp.read(4)
+            if len(head) < 4:
+                break
+            body = inp.read(struct.unpack(">I", head)[0])
+            item_id, attempt, payload = body[:16].hex(), struct.unpack(">I", body[16:20])[0], body[20:]
+            if payload == b"fail":
+                reply = b"\\x01" + b"asked to fail (attempt %d)" % attempt
+            else:
+                reply = b"\\x00" + payload.upper() + b" " + item_id.encode()
+            out.write(struct.pack(">I", len(reply)) + reply)
+            out.flush()
+        '
+        """
+
+    @Test("lines: one process answers item after item; the n-th line out is the n-th item's result")
+    func lines() throws {
+        let handler = ServeHandler(command: "stdbuf -oL tr a-z A-Z", format: .lines, logger: logger)
+        defer { handler.shutdown(deadlineMilliseconds: 5000) }
+        for n in 1...50 { #expect(try handler.handle(item("item \(n)")) == Array("ITEM \(n)".utf8)) }
+        #expect(handler.liveProcesses == 1, "one process served them all")
+    }
+
+    @Test("lines: an item with a newline is refused with a pointer to frames")
+    func newlineRefused() {
+        let handler = ServeHandler(command: "cat", format: .lines, logger: logger)
+        defer { handler.shutdown(deadlineMilliseconds: 5000) }
+        #expect { try handler.handle(item("a\nb")) } throws: { "\($0)".contains("use --serve-format frames") }
+    }
+
+    @Test("lines: a 4 MiB item goes through cat without a deadlock", .timeLimit(.minutes(1)))
+    func largeLine() throws {
+        let handler = ServeHandler(command: "cat", format: .lines, logger: logger)
+        defer { handler.shutdown(deadlineMilliseconds: 5000) }
+        let text = String(repeating: "x", count: 4 << 20)
+        var big = item(text)
+        big.maxResultBytes = 8 << 20
+        #expect(try handler.handle(big).count == 4 << 20)
+    }
+
+    @Test("frames: id, attempt and payload in; success or failure with text out, binary-safe")
+    func frames() throws {
+        let handler = ServeHandler(command: Self.pythonFrames, format: .frames, logger: logger)
+        defer { handler.shutdown(deadlineMilliseconds: 5000) }
+        let result = try handler.handle(item("a\nb\0c", 7))
+        #expect(String(decoding: result, as: UTF8.self) == "A\nB\0C 00000000000000050000000000000007")
+        #expect { try handler.handle(item("fail")) } throws: { "\($0)" == "asked to fail (attempt 1)" }
+        #expect(handler.liveProcesses == 1, "a failed item does not end the process")
+    }
+
+    @Test("handler threads each get a process of their own")
+    func concurrent() throws {
+        let handler = ServeHandler(command: "stdbuf -oL tr a-z A-Z", format: .lines, logger: logger)
+        defer { handler.shutdown(deadlineMilliseconds: 5000) }
+        let failures = Mutex(0)
+        DispatchQueue.concurrentPerform(iterations: 4) { thread in
+            for n in 0..<100 {
+                let text = "t\(thread) n\(n)"
+                if (try? handler.handle(item(text))) != Array(text.uppercased().utf8) { failures.withLock { $0 += 1 } }
+            }
+        }
+        #expect(failures.withLock { $0 } == 0)
+        #expect((1...4).contains(handler.liveProcesses))
+    }
+
+    @Test("a process that exits fails the item it held and is started again; one that keeps dying backs off")
+    func restarts() throws {
+        // Answers two items, then exits.
+        let handler = ServeHandler(command: "sed -u 2q", format: .lines, logger: logger)
+        defer { handler.shutdown(deadlineMilliseconds: 5000) }
+        #expect(try handler.handle(item("one")) == Array("one".utf8))
+        #expect(try handler.handle(item("two")) == Array("two".utf8))
+        #expect { try handler.handle(item("three")) } throws: { "\($0)".contains("the handler process exited with status 0") }
+        #expect(handler.deathsInARow == 1)
+        #expect(try handler.handle(item("four")) == Array("four".utf8), "a new process took over")
+        #expect(handler.deathsInARow == 0)
+
+        let broken = ServeHandler(command: "exit 3", format: .lines, logger: logger)
+        for n in 1...3 {
+            #expect { try broken.handle(item("x")) } throws: { "\($0)".contains("exited with status 3") }
+            #expect(broken.deathsInARow == n)
+        }
+        #expect(broken.restartBackoffMilliseconds == 400, "100, 200, 400 ms: doubling while it keeps dying")
+    }
+
+    @Test("a result over the broker's limit stops the process and fails the item")
+    func oversizeResult() {
+        let handler = ServeHandler(command: "yes | tr -d '\\n'", format: .lines, logger: logger)  // one endless line
+        var small = item("x")
+        small.maxResultBytes = 100_000
+        #expect { try handler.handle(small) } throws: { "\($0)".contains("the broker's limit of 100,000 bytes") }
+        #expect(handler.liveProcesses == 0)
+    }
+
+    @Test("shutdown closes each process's stdin and waits for it to exit")
+    func shutdown() throws {
+        let handler = ServeHandler(command: "cat", format: .lines, logger: logger)
+        _ = try handler.handle(item("x"))
+        #expect(handler.liveProcesses == 1)
+        handler.shutdown(deadlineMilliseconds: 5000)
+        #expect(handler.liveProcesses == 0)
+    }
+}

@@ -1,0 +1,45 @@
+import Foundation
+import Testing
+
+extension ProcessTests {
+    /// `drover worker --serve`: long-lived handler processes, end to end.
+    @Suite("Long-lived handler processes (--serve)")
+    struct ServeTests {
+        /// The complete Python handler from docs/HANDLERS.md.
+        static let pythonLines = "python3 -c 'import sys\nfor line in sys.stdin: print(line.strip().upper(), flush=True)'"
+
+        @Test("a Python handler under --serve answers 2,000 items from two long-lived processes; a drain closes them")
+        func pythonHandler() throws {
+            let sandbox = try Sandbox("serve")
+            defer { sandbox.tearDown() }
+            let (_, broker) = try sandbox.broker()
+            let worker = try sandbox.worker("w", broker: broker, ["--threads", "2", "--serve", Self.pythonLines])
+            let total = 2000
+            let sent = try sandbox.run(["send", "--broker", broker, "--wait"],
+                                       stdin: (1...total).map { "item \($0)" }.joined(separator: "\n"), timeout: 120)
+            #expect(sent.status == 0, "\(sent.stderr)")
+            #expect(Set(sent.lines) == Set((1...total).map { "ITEM \($0)" }))
+            let started = worker.stderr.components(separatedBy: "handler process started").count - 1
+            #expect((1...2).contains(started), "one process per handler thread at most, not one per item: \(started)")
+            let handlers = childProcesses(of: worker.pid)
+            #expect(!handlers.isEmpty)
+            worker.signal(SIGTERM)
+            #expect(worker.wait(seconds: 30) == 0, "\(worker.stderr.suffix(2000))")
+            #expect(handlers.allSatisfy { !isRunning($0) }, "the handler processes exited with the worker")
+        }
+
+        @Test("a handler process that exits fails the item it held, which is retried on a new process; its stderr reaches the log")
+        func dyingHandler() throws {
+            let sandbox = try Sandbox("serve-dying")
+            defer { sandbox.tearDown() }
+            let (_, broker) = try sandbox.broker(["--retry-base-ms", "20"])
+            // Answers one item, says so on stderr, and exits: the next item finds it gone.
+            let worker = try sandbox.worker("w", broker: broker, ["--threads", "1", "--serve", "sed -u 1q; echo answered one >&2"])
+            let sent = try sandbox.run(["send", "--broker", broker, "--wait", "a", "b", "c"], timeout: 60)
+            #expect(sent.status == 0, "\(sent.stderr)")
+            #expect(Set(sent.lines) == ["a", "b", "c"])
+            #expect(worker.stderr.contains("handler process ended; starting another when needed"))
+            #expect(worker.stderr.contains("handler: answered one"), "the handler's stderr is in the worker's log")
+        }
+    }
+}
