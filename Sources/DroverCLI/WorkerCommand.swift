@@ -52,6 +52,9 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Seconds a SIGTERM drain lets running items finish.")
     var drainDeadline: Double = 30
 
+    @Option(help: "Seconds one item may run. Past it an --exec or --serve handler is killed (its whole process group) and the item fails with \"timed out\", retried per the queue's policy. Default: no limit.")
+    var itemTimeout: Double?
+
     @Option(help: "Heartbeat interval towards the broker, in milliseconds.")
     var heartbeatMs: Int32 = 1000
 
@@ -75,7 +78,10 @@ struct WorkerCommand: ParsableCommand {
         }
         guard (1...1024).contains(threads) else { throw ValidationError("--threads must be between 1 and 1024") }
         guard (0...10_000).contains(lookahead) else { throw ValidationError("--lookahead must be between 0 and 10000") }
-        guard drainDeadline >= 0 else { throw ValidationError("--drain-deadline must not be negative") }
+        guard drainDeadline >= 0 && drainDeadline <= 4_000_000 else { throw ValidationError("--drain-deadline must be a number of seconds from 0 to 4,000,000") }
+        if let itemTimeout, !(itemTimeout > 0 && itemTimeout <= 4_000_000) {
+            throw ValidationError("--item-timeout must be a number of seconds above 0 (at most 4,000,000)")
+        }
         guard heartbeatMs >= 10, liveness >= 2 else { throw ValidationError("--heartbeat-ms must be at least 10 and --liveness at least 2") }
         if let problem = QueueName.problem(queue) { throw ValidationError("--queue: \(problem)") }
     }
@@ -107,6 +113,7 @@ struct WorkerCommand: ParsableCommand {
         options.lookahead = lookahead
         if let name { options.name = name }
         options.drainDeadlineMilliseconds = UInt32(drainDeadline * 1000)
+        options.itemTimeoutMilliseconds = itemTimeout.map { UInt32(max(1, $0 * 1000)) }
         options.heartbeatMilliseconds = heartbeatMs
         options.liveness = liveness
         options.readyFile = readyFile

@@ -122,3 +122,38 @@ struct ServeHandlerTests {
         #expect(handler.liveProcesses == 0)
     }
 }
+
+@Suite("Per-item timeouts for process handlers")
+struct ItemTimeoutTests {
+    let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+
+    func item(timeoutMilliseconds: Int64) -> WorkItem {
+        var item = WorkItem(id: ItemID(high: 5, low: 1), attempt: 1, queue: "q", payload: Array("x".utf8)[...], worker: "w",
+                            maxResultBytes: 1 << 20, deadline: monotonicMilliseconds() + timeoutMilliseconds)
+        item.timeoutMilliseconds = timeoutMilliseconds
+        return item
+    }
+
+    @Test("--exec: a command past the deadline is killed with everything it started, and the item fails", .timeLimit(.minutes(1)))
+    func exec() {
+        // The sleep is a grandchild: killing the shell alone would leave it holding the pipes.
+        #expect { try ExecHandler(command: "sleep 30; echo late").handle(item(timeoutMilliseconds: 300)) } throws: {
+            "\($0)" == "command timed out after 0.3 s (worker --item-timeout); it was stopped"
+        }
+    }
+
+    @Test("--serve: a process past the deadline is stopped, the item fails, and the next item gets a new process", .timeLimit(.minutes(1)))
+    func serve() throws {
+        // Answers "fast" at once and hangs on anything else.
+        let handler = ServeHandler(command: "while IFS= read -r line; do [ \"$line\" = fast ] || sleep 30; echo \"$line\"; done",
+                                   format: .lines, logger: logger)
+        defer { handler.shutdown(deadlineMilliseconds: 5000) }
+        #expect { try handler.handle(item(timeoutMilliseconds: 300)) } throws: {
+            "\($0)" == "the handler timed out after 0.3 s (worker --item-timeout); its process was stopped"
+        }
+        #expect(handler.liveProcesses == 0)
+        var fast = item(timeoutMilliseconds: 10_000)
+        fast.payload = Array("fast".utf8)[...]
+        #expect(try handler.handle(fast) == Array("fast".utf8))
+    }
+}

@@ -43,3 +43,19 @@ extension ProcessTests {
         }
     }
 }
+
+extension ProcessTests.ServeTests {
+    @Test("--item-timeout: a handler that hangs is stopped, the item is retried and then dead-lettered as timed out")
+    func itemTimeout() throws {
+        let sandbox = try Sandbox("item-timeout")
+        defer { sandbox.tearDown() }
+        let (_, broker) = try sandbox.broker(["--max-deliveries", "2", "--retry-base-ms", "20"])
+        _ = try sandbox.worker("w", broker: broker, ["--threads", "1", "--item-timeout", "0.5", "--exec", "sleep 60"])
+        let sent = try sandbox.run(["send", "--broker", broker, "--wait", "stuck"], timeout: 60)
+        #expect(sent.status == 1)
+        #expect(sent.stderr.contains("dead-lettered after 2 failed deliveries: command timed out after 0.5 s (worker --item-timeout)"),
+                "\(sent.stderr)")
+        let bad = try sandbox.run(["worker", "--broker", broker, "--echo", "--item-timeout", "0"])
+        #expect(bad.status != 0 && bad.stderr.contains("--item-timeout must be a number of seconds above 0"))
+    }
+}

@@ -42,10 +42,11 @@ public final class ExecHandler: WorkHandler {
         let env = ["DROVER_ITEM_ID": item.id.description, "DROVER_ATTEMPT": String(item.attempt),
                    "DROVER_QUEUE": item.queue, "DROVER_WORKER": item.worker]
         let outcome = try Self.run(argv: ["/bin/sh", "-c", command], input: item.payload, environment: env,
-                                   maxOutputBytes: item.maxResultBytes,
+                                   maxOutputBytes: item.maxResultBytes, deadline: item.deadline,
                                    track: { pid, started in
                                        self.children.withLock { if started { $0.insert(pid) } else { $0.remove(pid) } }
                                    })
+        if outcome.timedOut { throw HandlerFailure("command " + item.timedOutText + "; it was stopped") }
         if outcome.outputCut {
             throw HandlerFailure("command wrote more than \(groupedDigits(item.maxResultBytes)) bytes, the broker's limit for a result (broker --max-item-size); it was stopped")
         }
@@ -67,6 +68,8 @@ public final class ExecHandler: WorkHandler {
         var stderr: [UInt8]
         /// Its stdout passed `maxOutputBytes`: it was killed and `stdout` holds only the start.
         var outputCut = false
+        /// It ran past the item's deadline and was killed.
+        var timedOut = false
     }
 
     /// Spawns `argv`, feeds `input` to its stdin while reading stdout and stderr (all three at
@@ -76,7 +79,7 @@ public final class ExecHandler: WorkHandler {
     /// that is itself waiting for us to read its stdout. A child whose stdout passes
     /// `maxOutputBytes` is killed (its whole process group): nobody could take the result.
     static func run(argv: [String], input: ArraySlice<UInt8>, environment: [String: String],
-                    maxOutputBytes: Int = Int.max, track: (pid_t, Bool) -> Void = { _, _ in }) throws -> Outcome {
+                    maxOutputBytes: Int = Int.max, deadline: Int64? = nil, track: (pid_t, Bool) -> Void = { _, _ in }) throws -> Outcome {
         let child = try Subprocess.spawn(argv: argv, environment: environment)
         let pid = child.pid
         track(pid, true)
@@ -84,6 +87,7 @@ public final class ExecHandler: WorkHandler {
 
         var out: [UInt8] = [], err: [UInt8] = []
         var outputCut = false
+        var timedOut = false
         var written = 0
         var writeFD = child.stdin
         if input.isEmpty {
@@ -98,7 +102,18 @@ public final class ExecHandler: WorkHandler {
             var fds = [pollfd(fd: readOut, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: readErr, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: writeFD, events: Int16(POLLOUT), revents: 0)]
-            if poll(&fds, 3, -1) < 0 {
+            let timeout: Int32 = deadline.map { Int32(clamping: max(0, $0 - monotonicMilliseconds())) } ?? -1
+            let ready = poll(&fds, 3, timeout)
+            if ready == 0 {
+                // Past the item's deadline: stop the command and everything it started.
+                timedOut = true
+                kill(-pid, SIGKILL)
+                for fd in [readOut, readErr] where fd >= 0 { close(fd) }
+                readOut = -1
+                readErr = -1
+                break
+            }
+            if ready < 0 {
                 if errno == EINTR { continue }
                 // Cannot wait on its pipes any more: stop it rather than block in waitpid on a
                 // child stuck writing to a pipe nobody reads.
@@ -143,6 +158,6 @@ public final class ExecHandler: WorkHandler {
         }
         if writeFD >= 0 { close(writeFD) }
         let code = child.wait()
-        return Outcome(status: code, stdout: out, stderr: err, outputCut: outputCut)
+        return Outcome(status: code, stdout: out, stderr: err, outputCut: outputCut, timedOut: timedOut)
     }
 }

@@ -61,7 +61,7 @@ public final class ServeHandler: WorkHandler {
         let request = try encode(item)
         var process = try takeProcess(for: item)
         do {
-            let response = try exchange(request, with: &process, maxResultBytes: item.maxResultBytes)
+            let response = try exchange(request, with: &process, item: item)
             idle.withLock { $0.append(process) }
             restarts.withLock { $0.failures = 0 }
             switch response {
@@ -258,7 +258,8 @@ public final class ServeHandler: WorkHandler {
     /// Writes `request` while reading the response, both at the pace the process sets: a
     /// process may answer part of an item before it has read all of it, and a blocking write
     /// would then wait for a process that waits for us.
-    private func exchange(_ request: [UInt8], with process: inout Subprocess, maxResultBytes: Int) throws(ProcessEnded) -> Response {
+    private func exchange(_ request: [UInt8], with process: inout Subprocess, item: WorkItem) throws(ProcessEnded) -> Response {
+        let maxResultBytes = item.maxResultBytes
         var written = 0
         var received: [UInt8] = []
         var scanned = 0
@@ -273,7 +274,11 @@ public final class ServeHandler: WorkHandler {
             }
             var fds = [pollfd(fd: process.stdout, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: written < request.count ? process.stdin : -1, events: Int16(POLLOUT), revents: 0)]
-            if poll(&fds, 2, -1) < 0 {
+            let ready = poll(&fds, 2, item.pollTimeout)
+            if ready == 0 {
+                throw ProcessEnded(reason: "the handler " + item.timedOutText + "; its process was stopped")
+            }
+            if ready < 0 {
                 if errno == EINTR { continue }
                 throw ProcessEnded(reason: "cannot wait on the handler process: \(String(cString: strerror(errno)))")
             }

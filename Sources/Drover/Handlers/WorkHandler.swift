@@ -16,16 +16,35 @@ public struct WorkItem: Sendable {
     /// The largest result the broker accepts (its `--max-item-size`). A longer result fails the
     /// item; a handler that streams output (``ExecHandler``) may stop reading past it.
     public var maxResultBytes: Int
+    /// When the item must be done by (``monotonicMilliseconds()``), or `nil` for no limit
+    /// (`drover worker --item-timeout`). Process handlers are killed past it; a closure should
+    /// check it and give up, since nothing can stop a thread from outside.
+    public var deadline: Int64?
 
     public init(id: ItemID, attempt: UInt32, queue: String, payload: ArraySlice<UInt8>, worker: String,
-                maxResultBytes: Int = Int.max) {
+                maxResultBytes: Int = Int.max, deadline: Int64? = nil) {
         self.id = id
         self.attempt = attempt
         self.queue = queue
         self.payload = payload
         self.worker = worker
         self.maxResultBytes = maxResultBytes
+        self.deadline = deadline
     }
+
+    /// Milliseconds until ``deadline``, for `poll`: -1 (wait for ever) without one, 0 once past.
+    var pollTimeout: Int32 {
+        guard let deadline else { return -1 }
+        return Int32(clamping: max(0, deadline - monotonicMilliseconds()))
+    }
+
+    /// The failure text for an item that ran past its deadline.
+    var timedOutText: String {
+        "timed out after \(formatSeconds(Double(timeoutMilliseconds ?? 0) / 1000)) (worker --item-timeout)"
+    }
+
+    /// The item's whole allowance, when it has a deadline.
+    var timeoutMilliseconds: Int64? = nil
 }
 
 /// The error a handler throws to fail an item with a message of its own; any other error fails

@@ -88,12 +88,14 @@ public final class Worker: Sendable {
         }
 
         let batch = options.outcomeBatch
+        let timeout = options.itemTimeoutMilliseconds.map(Int64.init)
         let pool = HandlerPool<HeldJob>(threads: options.threads, capacity: options.capacity, name: "drover-handler") {
             [self, queue = options.queue, name = options.name] job, pool in
             let delivery = job.delivery
             let limit = self.maxResultBytes.load(ordering: .relaxed)
-            let item = WorkItem(id: delivery.id, attempt: delivery.attempt, queue: queue, payload: delivery.payload,
-                                worker: name, maxResultBytes: limit)
+            var item = WorkItem(id: delivery.id, attempt: delivery.attempt, queue: queue, payload: delivery.payload,
+                                worker: name, maxResultBytes: limit, deadline: timeout.map { monotonicMilliseconds() + $0 })
+            item.timeoutMilliseconds = timeout
             let outcome = Self.run(self.handler, item, limit: limit)
             let waiting = self.mailbox.withLock { box in
                 box.outcomes.append(FinishedJob(slot: job.slot, outcome: outcome))

@@ -26,6 +26,11 @@ public struct WorkerOptions: Sendable {
     /// How long a drain started by SIGTERM may let running items finish, in milliseconds.
     /// A fleet exit carries its own deadline. Default 30 s.
     public var drainDeadlineMilliseconds: UInt32 = 30_000
+    /// How long one item may run, in milliseconds, or `nil` for no limit (the default). Past it
+    /// an `--exec` or `--serve` handler is killed (its whole process group) and the item fails
+    /// with "timed out after N s", retried per the queue's policy. A Swift closure sees the
+    /// deadline in ``WorkItem/deadline`` and must stop by itself: a thread cannot be killed.
+    public var itemTimeoutMilliseconds: UInt32? = nil
     /// A file to write once the worker is registered with the broker (for scripts, tests and
     /// readiness probes). Its modification time is then refreshed every heartbeat while the
     /// worker's I/O thread runs, whether or not the broker is reachable (for liveness probes).
