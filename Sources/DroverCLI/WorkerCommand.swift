@@ -79,8 +79,8 @@ struct WorkerCommand: ParsableCommand {
         guard (1...1024).contains(threads) else { throw ValidationError("--threads must be between 1 and 1024") }
         guard (0...10_000).contains(lookahead) else { throw ValidationError("--lookahead must be between 0 and 10000") }
         guard drainDeadline >= 0 && drainDeadline <= 4_000_000 else { throw ValidationError("--drain-deadline must be a number of seconds from 0 to 4,000,000") }
-        if let itemTimeout, !(itemTimeout > 0 && itemTimeout <= 4_000_000) {
-            throw ValidationError("--item-timeout must be a number of seconds above 0 (at most 4,000,000)")
+        if let itemTimeout, !(itemTimeout > 0 && itemTimeout <= 2_000_000) {
+            throw ValidationError("--item-timeout must be a number of seconds above 0 (at most 2,000,000)")
         }
         guard heartbeatMs >= 10, liveness >= 2 else { throw ValidationError("--heartbeat-ms must be at least 10 and --liveness at least 2") }
         if let problem = QueueName.problem(queue) { throw ValidationError("--queue: \(problem)") }

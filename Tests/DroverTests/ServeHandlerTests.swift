@@ -86,14 +86,14 @@ struct ServeHandlerTests {
 
     @Test("a process that exits fails the item it held and is started again; one that keeps dying backs off")
     func restarts() throws {
-        // Answers two items, then exits.
-        let handler = ServeHandler(command: "sed -u 2q", format: .lines, logger: logger)
+        // Exits with status 3 when it reads "die", without answering.
+        let handler = ServeHandler(command: "while IFS= read -r l; do [ \"$l\" = die ] && exit 3; echo \"$l\"; done",
+                                   format: .lines, logger: logger)
         defer { handler.shutdown(deadlineMilliseconds: 5000) }
         #expect(try handler.handle(item("one")) == Array("one".utf8))
-        #expect(try handler.handle(item("two")) == Array("two".utf8))
-        #expect { try handler.handle(item("three")) } throws: { "\($0)".contains("the handler process exited with status 0") }
+        #expect { try handler.handle(item("die")) } throws: { "\($0)".contains("the handler process exited with status 3") }
         #expect(handler.deathsInARow == 1)
-        #expect(try handler.handle(item("four")) == Array("four".utf8), "a new process took over")
+        #expect(try handler.handle(item("two")) == Array("two".utf8), "a new process took over")
         #expect(handler.deathsInARow == 0)
 
         let broken = ServeHandler(command: "exit 3", format: .lines, logger: logger)
@@ -102,6 +102,22 @@ struct ServeHandlerTests {
             #expect(broken.deathsInARow == n)
         }
         #expect(broken.restartBackoffMilliseconds == 400, "100, 200, 400 ms: doubling while it keeps dying")
+    }
+
+    @Test("a process that exits between items is replaced without failing the next item")
+    func exitWhileIdle() throws {
+        // Answers one item and exits, as a handler that recycles itself would.
+        let handler = ServeHandler(command: "sed -u 1q", format: .lines, logger: logger)
+        defer { handler.shutdown(deadlineMilliseconds: 5000) }
+        #expect(try handler.handle(item("one")) == Array("one".utf8))
+        let pids = handler.livePIDs
+        // Wait for the exit itself (the process turns zombie), not for a time.
+        let limit = Date().addingTimeInterval(10)
+        while Date() < limit, !pids.allSatisfy({ pid in
+            ((try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8))?.split(separator: ")").last?.split(separator: " ").first) == "Z"
+        }) { sched_yield() }
+        #expect(try handler.handle(item("two")) == Array("two".utf8))
+        #expect(handler.deathsInARow == 0, "not counted as a death")
     }
 
     @Test("a result over the broker's limit stops the process and fails the item")

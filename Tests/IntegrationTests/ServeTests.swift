@@ -33,13 +33,16 @@ extension ProcessTests {
             let sandbox = try Sandbox("serve-dying")
             defer { sandbox.tearDown() }
             let (_, broker) = try sandbox.broker(["--retry-base-ms", "20"])
-            // Answers one item, says so on stderr, and exits: the next item finds it gone.
-            let worker = try sandbox.worker("w", broker: broker, ["--threads", "1", "--serve", "sed -u 1q; echo answered one >&2"])
+            // Dies the first time it reads "b" (a marker file remembers), saying so on stderr.
+            let marker = sandbox.path("died")
+            let handler = "while IFS= read -r l; do if [ \"$l\" = b ] && [ ! -e \(marker) ]; then touch \(marker); echo dying on b >&2; exit 3; fi; echo \"$l\"; done"
+            let worker = try sandbox.worker("w", broker: broker, ["--threads", "1", "--serve", handler])
             let sent = try sandbox.run(["send", "--broker", broker, "--wait", "a", "b", "c"], timeout: 60)
             #expect(sent.status == 0, "\(sent.stderr)")
             #expect(Set(sent.lines) == ["a", "b", "c"])
             #expect(worker.stderr.contains("handler process ended; starting another when needed"))
-            #expect(worker.stderr.contains("handler: answered one"), "the handler's stderr is in the worker's log")
+            #expect(worker.stderr.contains("handler: dying on b"), "the handler's stderr is in the worker's log")
+            #expect(worker.stderr.contains("the handler process exited with status 3"))
         }
     }
 }

@@ -114,14 +114,13 @@ public final class Controller: Sendable {
                 let reportLeaving = lastReportAt.map { now - $0 < Self.finalFlushMilliseconds } ?? false
                 if (loop.watches.isEmpty && !reportLeaving) || now - since > Self.finalReportMilliseconds { break }
             }
-            let watching = loop.watches.count
             let ready = try poller.poll(timeout: 50)
             let now = monotonicMilliseconds()
             if ready[wakeIndex] { wakeup.clear() }
             if ready[commandIndex] { while let frames = try commands.receive(dontWait: true) { loop.command(frames, now: now) } }
             if ready[brokerIndex] { while let frames = try broker.receive(dontWait: true) { loop.fromBroker(frames, now: now) } }
             loop.timers(now: now)
-            if loop.watches.count < watching { lastReportAt = monotonicMilliseconds() }
+            if let sent = loop.lastFinalReportAt { lastReportAt = sent }
         }
         logger.info("controller stopping")
         publisher.close()
@@ -159,6 +158,8 @@ struct ControllerLoop {
     var lastWaitingEvent: Int64 = 0
     var brokerStatus: String? = nil
     var malformed = MalformedMessages()
+    /// When an exit's final report last went out.
+    var lastFinalReportAt: Int64? = nil
 
     init(options: ControllerOptions, logger: Logger, publisher: ZMQSocket, commands: ZMQSocket, broker: ZMQSocket) {
         self.options = options
@@ -226,12 +227,14 @@ struct ControllerLoop {
             }
             if status.workers.isEmpty {
                 let ok = watch.unconfirmed.isEmpty && watch.pastDeadline.isEmpty
+                lastFinalReportAt = now
                 reply(watch.peer, .exitFinished(succeeded: ok, json([
                     "confirmed": "\(watch.confirmed)", "unconfirmed": watch.unconfirmed.joined(separator: ","),
                     "past-deadline": watch.pastDeadline.joined(separator: ","),
                     "queued": "\(status.queues.reduce(0) { $0 + $1.queued })"])))
                 finished.append(index)
             } else if now >= watch.giveUpAt {
+                lastFinalReportAt = now
                 reply(watch.peer, .exitFinished(succeeded: false, json([
                     "confirmed": "\(watch.confirmed)", "remaining": status.workers.map(\.name).joined(separator: ","),
                     "unconfirmed": watch.unconfirmed.joined(separator: ","),
@@ -248,6 +251,7 @@ struct ControllerLoop {
         guard !watches.isEmpty else { return }
         if now - lastStatusReply > Controller.brokerSilenceMilliseconds {
             for watch in watches {
+                lastFinalReportAt = now
                 reply(watch.peer, .exitFinished(succeeded: false, json([
                     "error": "the broker at \(options.broker) has not answered for \(Controller.brokerSilenceMilliseconds / 1000) s",
                     "confirmed": "\(watch.confirmed)"])))

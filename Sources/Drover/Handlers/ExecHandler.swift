@@ -103,7 +103,9 @@ public final class ExecHandler: WorkHandler {
                        pollfd(fd: readErr, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: writeFD, events: Int16(POLLOUT), revents: 0)]
             let timeout: Int32 = deadline.map { Int32(clamping: max(0, $0 - monotonicMilliseconds())) } ?? -1
-            let ready = poll(&fds, 3, timeout)
+            // A command that keeps writing never lets poll time out: the deadline is checked
+            // on every turn as well.
+            let ready = timeout == 0 ? 0 : poll(&fds, 3, timeout)
             if ready == 0 {
                 // Past the item's deadline: stop the command and everything it started.
                 timedOut = true
@@ -157,7 +159,20 @@ public final class ExecHandler: WorkHandler {
             }
         }
         if writeFD >= 0 { close(writeFD) }
-        let code = child.wait()
+        // Its pipes are closed but it may still run (it closed or redirected them): the deadline
+        // holds here too.
+        if let deadline, !timedOut {
+            while child.exited() == nil {
+                if monotonicMilliseconds() >= deadline {
+                    timedOut = true
+                    kill(-pid, SIGKILL)
+                    break
+                }
+                var none = pollfd()
+                _ = poll(&none, 0, 10)
+            }
+        }
+        let code = child.exitCode ?? child.wait()
         return Outcome(status: code, stdout: out, stderr: err, outputCut: outputCut, timedOut: timedOut)
     }
 }

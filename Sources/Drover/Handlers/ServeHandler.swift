@@ -39,6 +39,8 @@ public final class ServeHandler: WorkHandler {
     private let live = Mutex<Set<pid_t>>([])
     /// Consecutive deaths, and when the next process may start.
     private let restarts = Mutex<(failures: Int, notBefore: Int64)>((0, 0))
+    /// Set by ``cancelRunning()`` and ``shutdown(deadlineMilliseconds:)``: no process starts after.
+    private let closing = Atomic<Bool>(false)
 
     /// The first restart waits this long; each further death in a row doubles it.
     static let firstBackoffMilliseconds: Int64 = 100
@@ -73,20 +75,32 @@ public final class ServeHandler: WorkHandler {
         }
     }
 
+    /// Whether `item` may be sent in line mode: no line break inside it (Python and Node split
+    /// lines at a lone `\r` too).
+    private static func fitsOnALine(_ payload: ArraySlice<UInt8>) -> Bool {
+        !payload.contains { $0 == 0x0A || $0 == 0x0D }
+    }
+
     public func cancelRunning() {
+        closing.store(true, ordering: .releasing)
         for pid in live.withLock({ $0 }) { kill(-pid, SIGKILL) }
     }
 
     /// Closes every idle process's stdin (a handler's cue to finish) and waits up to
     /// `deadlineMilliseconds` for them to exit; any still running then is killed.
     public func shutdown(deadlineMilliseconds: Int64) {
+        closing.store(true, ordering: .releasing)
         let processes = idle.withLock { taken in
             defer { taken.removeAll() }
             return taken
         }
-        for process in processes { close(process.stdin) }
+        var running = processes.map { process in
+            var closed = process
+            close(closed.stdin)
+            closed.stdin = -1
+            return closed
+        }
         let giveUp = monotonicMilliseconds() + deadlineMilliseconds
-        var running = processes
         while !running.isEmpty {
             running.removeAll { process in
                 guard let code = process.exited() else { return false }
@@ -109,6 +123,8 @@ public final class ServeHandler: WorkHandler {
 
     /// Handler processes alive now (for tests and status).
     var liveProcesses: Int { live.withLock { $0.count } }
+    /// Their pids.
+    var livePIDs: [pid_t] { live.withLock { Array($0) } }
     /// Processes that died in a row, without answering an item between.
     var deathsInARow: Int { restarts.withLock { $0.failures } }
     /// The wait before the next start after the latest death.
@@ -125,16 +141,36 @@ public final class ServeHandler: WorkHandler {
 
     /// An idle process, or a new one (after the restart backoff, if processes keep dying).
     private func takeProcess(for item: WorkItem) throws -> Subprocess {
-        if let process = idle.withLock({ $0.popLast() }) { return process }
-        let wait = restarts.withLock { $0.notBefore } - monotonicMilliseconds()
-        if wait > 0 {
-            var none = pollfd()
-            _ = poll(&none, 0, Int32(wait))
+        while let process = idle.withLock({ $0.popLast() }) {
+            // One that exited while idle (a handler that recycles itself every N items) is
+            // replaced without failing an item that it never saw.
+            if let code = process.exited() {
+                finish(process, code: code, expected: true)
+                continue
+            }
+            // Output nobody asked for would be taken as the next item's answer, and every
+            // answer after it would be one off: such a process is replaced.
+            var waiting = pollfd(fd: process.stdout, events: Int16(POLLIN), revents: 0)
+            if poll(&waiting, 1, 0) > 0 {
+                logger.warning("the handler process wrote output between items; replacing it", metadata: ["pid": "\(process.pid)"])
+                process.kill()
+                finish(process, code: process.wait(), expected: false)
+                continue
+            }
+            return process
         }
+        // After deaths in a row, wait out the backoff, a few milliseconds at a time so that a
+        // stop is not held up by it.
+        while monotonicMilliseconds() < restarts.withLock({ $0.notBefore }), !closing.load(ordering: .acquiring) {
+            var none = pollfd()
+            _ = poll(&none, 0, 20)
+        }
+        guard !closing.load(ordering: .acquiring) else { throw HandlerFailure("the worker is stopping; no handler process is started") }
         let process = try Subprocess.spawn(argv: ["/bin/sh", "-c", command],
                                            environment: ["DROVER_QUEUE": item.queue, "DROVER_WORKER": item.worker])
         _ = fcntl(process.stdin, F_SETFL, fcntl(process.stdin, F_GETFL) | O_NONBLOCK)
         live.withLock { _ = $0.insert(process.pid) }
+        if closing.load(ordering: .acquiring) { process.kill() }  // a stop that came while it started
         logger.info("handler process started", metadata: ["pid": "\(process.pid)", "command": "\(command)"])
         let stderr = process.stderr, pid = process.pid, logger = logger
         // Its stderr, line by line, into our log; the thread ends when the process does.
@@ -169,6 +205,8 @@ public final class ServeHandler: WorkHandler {
         let code = process.wait()
         finish(process, code: code, expected: false)
         let (failures, backoff) = restarts.withLock { state -> (Int, Int64) in
+            // A process stopped for running too long is not a process that keeps dying.
+            if failure.timedOut { return (state.failures, 0) }
             state.failures += 1
             let backoff = Self.backoff(afterDeaths: state.failures)
             state.notBefore = monotonicMilliseconds() + backoff
@@ -182,7 +220,7 @@ public final class ServeHandler: WorkHandler {
 
     private func finish(_ process: Subprocess, code: Int32, expected: Bool) {
         live.withLock { _ = $0.remove(process.pid) }
-        if process.stdin >= 0 && !expected { close(process.stdin) }
+        if process.stdin >= 0 { close(process.stdin) }
         close(process.stdout)
         if expected { logger.info("handler process exited", metadata: ["pid": "\(process.pid)", "status": "\(code)"]) }
     }
@@ -197,13 +235,14 @@ public final class ServeHandler: WorkHandler {
     /// The process died or broke the framing; `reason` overrides "exited with status N".
     private struct ProcessEnded: Error {
         var reason: String? = nil
+        var timedOut = false
     }
 
     private func encode(_ item: WorkItem) throws -> [UInt8] {
         switch format {
         case .lines:
-            if item.payload.contains(0x0A) {
-                throw HandlerFailure("the item contains a newline, which --serve-format lines cannot carry; use --serve-format frames")
+            guard Self.fitsOnALine(item.payload) else {
+                throw HandlerFailure("the item contains a line break (\\n or \\r), which --serve-format lines cannot carry; use --serve-format frames")
             }
             var line = Array(item.payload)
             line.append(0x0A)
@@ -276,7 +315,7 @@ public final class ServeHandler: WorkHandler {
                        pollfd(fd: written < request.count ? process.stdin : -1, events: Int16(POLLOUT), revents: 0)]
             let ready = poll(&fds, 2, item.pollTimeout)
             if ready == 0 {
-                throw ProcessEnded(reason: "the handler " + item.timedOutText + "; its process was stopped")
+                throw ProcessEnded(reason: "the handler " + item.timedOutText + "; its process was stopped", timedOut: true)
             }
             if ready < 0 {
                 if errno == EINTR { continue }

@@ -64,17 +64,31 @@ struct Subprocess {
 
     /// Waits for it to exit; its exit status, or minus the signal that killed it.
     func wait() -> Int32 {
+        if let code = reaped.code { return code }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         return Self.code(status)
     }
 
-    /// Its exit status if it has exited (reaping it), or `nil` while it runs.
+    /// Its exit status if it has exited (reaping it, after which ``exitCode`` keeps the
+    /// status), or `nil` while it runs.
     func exited() -> Int32? {
+        if let code = reaped.code { return code }
         var status: Int32 = 0
         let rc = waitpid(pid, &status, WNOHANG)
-        return rc == pid ? Self.code(status) : nil
+        guard rc == pid else { return nil }
+        reaped.code = Self.code(status)
+        return reaped.code
     }
+
+    /// The exit status once ``exited()`` has seen it.
+    var exitCode: Int32? { reaped.code }
+
+    /// Where a reaped status is kept: a process can be waited for only once.
+    final class Reaped: @unchecked Sendable {
+        var code: Int32? = nil
+    }
+    let reaped = Reaped()
 
     /// WIFEXITED / WEXITSTATUS are macros Swift cannot call.
     private static func code(_ status: Int32) -> Int32 {

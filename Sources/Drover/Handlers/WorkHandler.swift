@@ -43,8 +43,8 @@ public struct WorkItem: Sendable {
         "timed out after \(formatSeconds(Double(timeoutMilliseconds ?? 0) / 1000)) (worker --item-timeout)"
     }
 
-    /// The item's whole allowance, when it has a deadline.
-    var timeoutMilliseconds: Int64? = nil
+    /// The item's whole allowance when it has a deadline, for messages ("timed out after 0.5 s").
+    public var timeoutMilliseconds: Int64? = nil
 }
 
 /// The error a handler throws to fail an item with a message of its own; any other error fails

@@ -20,6 +20,8 @@ public final class Worker: Sendable {
     /// The broker's item limit, from its `welcome`: a result longer than this fails its item
     /// here, since the broker would refuse the message that carried it.
     let maxResultBytes = Atomic<Int>(Int.max)
+    /// Longest wait for a handler's processes to exit once the worker has drained.
+    static let handlerShutdownMilliseconds: Int64 = 5000
     /// Most bytes of a handler's error text sent to the broker.
     static let maxErrorBytes = 16 * 1024
 
@@ -114,7 +116,9 @@ public final class Worker: Sendable {
         switch exit {
         case .drained:
             pool.join()
-            handler.shutdown(deadlineMilliseconds: Int64(options.drainDeadlineMilliseconds))
+            // The drain itself may have used its deadline: the handler's own goodbye gets at most
+            // a few seconds more.
+            handler.shutdown(deadlineMilliseconds: min(Int64(options.drainDeadlineMilliseconds), Self.handlerShutdownMilliseconds))
         case .deadlinePassed, .stopped: pool.close()  // handler threads may be stuck; the process ends them
         }
         return exit
