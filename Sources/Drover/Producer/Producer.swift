@@ -53,7 +53,12 @@ public final class Producer {
         self.logger = logger
         socket = try ZMQSocket(context, type: .dealer, linger: 1000)
         monitor = try socket.monitor(.disconnected)
-        try socket.set(.immediate(true))
+        // No ZMQ_IMMEDIATE: with it, libzmq drops the socket's pipe when the connection is
+        // remade, and a message being read from it at that moment trips libzmq 4.3.4's
+        // assertion `!_more (src/fq.cpp:112)`, aborting the process. It happened to a producer
+        // resumed after a 20 s SIGSTOP with thousands of outcomes queued. Without it the pipe
+        // outlives reconnections; what a dropped connection loses is offered again anyway
+        // (see `monitor`).
         try socket.set(.reconnectIntervalMax(milliseconds: 1000))
         try socket.set(.maxMessageSize(bytes: 64 << 20))
         try socket.connect(options.broker)
