@@ -1,4 +1,3 @@
-import CDroverShims
 import Foundation
 import Synchronization
 
@@ -102,23 +101,16 @@ public final class ExecHandler: WorkHandler {
             var fds = [pollfd(fd: readOut, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: readErr, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: writeFD, events: Int16(POLLOUT), revents: 0)]
-            let timeout: Int32 = deadline.map { Int32(clamping: max(0, $0 - monotonicMilliseconds())) } ?? -1
+            let timeout = pollMilliseconds(until: deadline)
             // A command that keeps writing never lets poll time out: the deadline is checked
             // on every turn as well.
             let ready = timeout == 0 ? 0 : poll(&fds, 3, timeout)
-            if ready == 0 {
-                // Past the item's deadline: stop the command and everything it started.
-                timedOut = true
-                kill(-pid, SIGKILL)
-                for fd in [readOut, readErr] where fd >= 0 { close(fd) }
-                readOut = -1
-                readErr = -1
-                break
-            }
-            if ready < 0 {
-                if errno == EINTR { continue }
-                // Cannot wait on its pipes any more: stop it rather than block in waitpid on a
-                // child stuck writing to a pipe nobody reads.
+            if ready < 0 && errno == EINTR { continue }
+            if ready <= 0 {
+                // Past the item's deadline, or we cannot wait on its pipes any more: stop the
+                // command and everything it started, rather than block in waitpid on a child
+                // stuck writing to a pipe nobody reads.
+                timedOut = ready == 0
                 kill(-pid, SIGKILL)
                 for fd in [readOut, readErr] where fd >= 0 { close(fd) }
                 readOut = -1
@@ -161,18 +153,11 @@ public final class ExecHandler: WorkHandler {
         if writeFD >= 0 { close(writeFD) }
         // Its pipes are closed but it may still run (it closed or redirected them): the deadline
         // holds here too.
-        if let deadline, !timedOut {
-            while child.exited() == nil {
-                if monotonicMilliseconds() >= deadline {
-                    timedOut = true
-                    kill(-pid, SIGKILL)
-                    break
-                }
-                var none = pollfd()
-                _ = poll(&none, 0, 10)
-            }
+        if let deadline, !timedOut, child.wait(until: deadline) == nil {
+            timedOut = true
+            kill(-pid, SIGKILL)
         }
-        let code = child.exitCode ?? child.wait()
+        let code = child.wait()
         return Outcome(status: code, stdout: out, stderr: err, outputCut: outputCut, timedOut: timedOut)
     }
 }

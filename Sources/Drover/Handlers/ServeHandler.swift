@@ -94,30 +94,21 @@ public final class ServeHandler: WorkHandler {
             defer { taken.removeAll() }
             return taken
         }
-        var running = processes.map { process in
+        let closed = processes.map { process in
             var closed = process
             close(closed.stdin)
             closed.stdin = -1
             return closed
         }
         let giveUp = monotonicMilliseconds() + deadlineMilliseconds
-        while !running.isEmpty {
-            running.removeAll { process in
-                guard let code = process.exited() else { return false }
+        for process in closed {
+            if let code = process.wait(until: giveUp) {
                 finish(process, code: code, expected: true)
-                return true
+            } else {
+                logger.warning("handler process still running at the deadline; killing it", metadata: ["pid": "\(process.pid)"])
+                process.kill()
+                finish(process, code: process.wait(), expected: true)
             }
-            if running.isEmpty { break }
-            if monotonicMilliseconds() >= giveUp {
-                for process in running {
-                    logger.warning("handler process still running at the deadline; killing it", metadata: ["pid": "\(process.pid)"])
-                    process.kill()
-                    finish(process, code: process.wait(), expected: true)
-                }
-                break
-            }
-            var none = pollfd()
-            _ = poll(&none, 0, 20)  // no exit notification to wait on without a signal handler
         }
     }
 
@@ -162,8 +153,7 @@ public final class ServeHandler: WorkHandler {
         // After deaths in a row, wait out the backoff, a few milliseconds at a time so that a
         // stop is not held up by it.
         while monotonicMilliseconds() < restarts.withLock({ $0.notBefore }), !closing.load(ordering: .acquiring) {
-            var none = pollfd()
-            _ = poll(&none, 0, 20)
+            pause(milliseconds: 20)
         }
         guard !closing.load(ordering: .acquiring) else { throw HandlerFailure("the worker is stopping; no handler process is started") }
         let process = try Subprocess.spawn(argv: ["/bin/sh", "-c", command],
@@ -175,6 +165,9 @@ public final class ServeHandler: WorkHandler {
         let stderr = process.stderr, pid = process.pid, logger = logger
         // Its stderr, line by line, into our log; the thread ends when the process does.
         Thread.detachNewThread {
+            func log(_ line: ArraySlice<UInt8>) {
+                logger.warning("handler: \(String(decoding: utf8Prefix(line, maxBytes: 4096), as: UTF8.self))", metadata: ["pid": "\(pid)"])
+            }
             var pending: [UInt8] = []
             var buffer = [UInt8](repeating: 0, count: 4096)
             while true {
@@ -183,16 +176,15 @@ public final class ServeHandler: WorkHandler {
                 if n <= 0 { break }
                 pending += buffer[0..<n]
                 while let newline = pending.firstIndex(of: 0x0A) {
-                    logger.warning("handler: \(String(decoding: utf8Prefix(pending[..<newline], maxBytes: 4096), as: UTF8.self))",
-                                   metadata: ["pid": "\(pid)"])
+                    log(pending[..<newline])
                     pending.removeSubrange(...newline)
                 }
                 if pending.count > 4096 {
-                    logger.warning("handler: \(String(decoding: utf8Prefix(pending, maxBytes: 4096), as: UTF8.self))", metadata: ["pid": "\(pid)"])
+                    log(pending[...])  // a line this long is logged in pieces
                     pending.removeAll()
                 }
             }
-            if !pending.isEmpty { logger.warning("handler: \(String(decoding: pending, as: UTF8.self))", metadata: ["pid": "\(pid)"]) }
+            if !pending.isEmpty { log(pending[...]) }
             close(stderr)
         }
         return process

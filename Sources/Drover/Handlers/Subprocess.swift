@@ -70,8 +70,8 @@ struct Subprocess {
         return Self.code(status)
     }
 
-    /// Its exit status if it has exited (reaping it, after which ``exitCode`` keeps the
-    /// status), or `nil` while it runs.
+    /// Its exit status if it has exited (reaping it; ``wait()`` then returns the same status),
+    /// or `nil` while it runs.
     func exited() -> Int32? {
         if let code = reaped.code { return code }
         var status: Int32 = 0
@@ -81,8 +81,15 @@ struct Subprocess {
         return reaped.code
     }
 
-    /// The exit status once ``exited()`` has seen it.
-    var exitCode: Int32? { reaped.code }
+    /// Waits for it to exit until `deadline` (monotonic ms): its status, or `nil` if it still
+    /// runs then.
+    func wait(until deadline: Int64) -> Int32? {
+        while true {
+            if let code = exited() { return code }
+            if monotonicMilliseconds() >= deadline { return nil }
+            pause(milliseconds: 10)
+        }
+    }
 
     /// Where a reaped status is kept: a process can be waited for only once.
     final class Reaped: @unchecked Sendable {

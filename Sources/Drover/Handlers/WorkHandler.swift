@@ -33,10 +33,7 @@ public struct WorkItem: Sendable {
     }
 
     /// Milliseconds until ``deadline``, for `poll`: -1 (wait for ever) without one, 0 once past.
-    var pollTimeout: Int32 {
-        guard let deadline else { return -1 }
-        return Int32(clamping: max(0, deadline - monotonicMilliseconds()))
-    }
+    var pollTimeout: Int32 { pollMilliseconds(until: deadline) }
 
     /// The failure text for an item that ran past its deadline.
     var timedOutText: String {

@@ -68,35 +68,26 @@ public struct LineSource: ItemSource {
                     skipping = false
                     continue
                 }
-                guard let item = Self.item(line) else { continue }
-                if item.count > maxLineBytes { return .refused(tooLong(lines, read: item.count)) }
-                return .item(item)
+                if let next = given(line) { return next }
+                continue
             }
             scanned = buffer.count
             if skipping {
-                buffer.removeAll(keepingCapacity: true)
-                start = 0
-                scanned = 0
+                discardBuffer()
             } else if buffer.count - start - 1 > maxLineBytes {
                 // Over the limit even if its last byte is the `\r` of a `\r\n`.
                 let soFar = buffer.count - start
-                buffer.removeAll(keepingCapacity: true)
-                start = 0
-                scanned = 0
+                discardBuffer()
                 skipping = true
                 return .refused(tooLong(lines + 1, read: soFar) + "; the rest of the line was skipped")
             }
             if ended {
                 let rest = skipping ? [] : buffer[start...]
                 skipping = false
-                buffer.removeAll()
-                start = 0
-                scanned = 0
+                discardBuffer()
                 if !rest.isEmpty {
                     lines += 1
-                    if let item = Self.item(rest) {
-                        return item.count > maxLineBytes ? .refused(tooLong(lines, read: item.count)) : .item(item)
-                    }
+                    if let next = given(rest) { return next }
                 }
                 // Closed only now, not at end of file: until `.end` the producer may still poll
                 // the descriptor, and a closed one polls ready at once (or, reused, as another).
@@ -112,6 +103,18 @@ public struct LineSource: ItemSource {
             if n > 0 { buffer.append(contentsOf: scratch[0..<n]) }
             if n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN) { ended = true }
         }
+    }
+
+    /// Line number `lines` as an item, refused when over the limit; `nil` for an empty line.
+    private func given(_ line: ArraySlice<UInt8>) -> NextItem? {
+        guard let item = Self.item(line) else { return nil }
+        return item.count > maxLineBytes ? .refused(tooLong(lines, read: item.count)) : .item(item)
+    }
+
+    private mutating func discardBuffer() {
+        buffer.removeAll(keepingCapacity: true)
+        start = 0
+        scanned = 0
     }
 
     private func tooLong(_ line: Int, read: Int) -> String {

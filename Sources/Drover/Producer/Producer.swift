@@ -164,7 +164,7 @@ public final class Producer {
                                             finished: session.summary.succeeded + session.summary.failed))
             }
         }
-        return try running().summary
+        return session.summary
     }
 
     // MARK: The engine: offer, flush, pump
@@ -192,10 +192,9 @@ public final class Producer {
         }
     }
 
-    /// The current run, or an error saying that ``begin(onOutcome:alsoWakeOn:)`` comes first.
-    private func running() throws -> ProducerSession<ProducerIO> {
+    /// Throws unless ``begin(onOutcome:alsoWakeOn:)`` has started a run.
+    private func requireStarted() throws {
         guard started else { throw DroverError.notStarted("call Producer.begin(onOutcome:) before offering items") }
-        return session
     }
 
     /// Whether the window has room for another item.
@@ -208,7 +207,7 @@ public final class Producer {
     /// index. Call ``flush()`` to send a partial batch now (a lone item should not wait).
     @discardableResult
     public func offer(_ payload: [UInt8]) throws -> Int {
-        guard started else { _ = try running(); return 0 }
+        try requireStarted()
         return try session.offer(payload)
     }
 
@@ -216,14 +215,14 @@ public final class Producer {
     /// refused with `reason`; returns its index.
     @discardableResult
     public func refuse(_ reason: String) throws -> Int {
-        guard started else { _ = try running(); return 0 }
+        try requireStarted()
         return session.refuse(reason)
     }
 
     /// Sends the current batch. One that cannot be queued (the broker is not connected, or
     /// its pipe is full) is offered again shortly.
     public func flush() throws {
-        guard started else { _ = try running(); return }
+        try requireStarted()
         try session.flush()
     }
 
@@ -234,7 +233,7 @@ public final class Producer {
     /// Pass `watchingInput: false` while the input could not be taken anyway (a full window, an
     /// input at its end): a readable input would end every wait at once.
     public func pump(timeoutMilliseconds: Int, watchingInput: Bool = true) throws {
-        guard started else { _ = try running(); return }
+        try requireStarted()
         try session.resendDue()
         let ready = watchingInput && pollerWithInput != nil
             ? try pollerWithInput!.poll(timeout: timeoutMilliseconds)

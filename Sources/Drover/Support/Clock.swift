@@ -16,3 +16,17 @@ public func wallClockMilliseconds() -> UInt64 {
     clock_gettime(CLOCK_REALTIME, &ts)
     return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
 }
+
+/// Milliseconds from now until `deadline` (monotonic), as `poll` takes them: -1 (wait for
+/// ever) without a deadline, 0 once it has passed.
+func pollMilliseconds(until deadline: Int64?) -> Int32 {
+    guard let deadline else { return -1 }
+    return Int32(clamping: max(0, deadline - monotonicMilliseconds()))
+}
+
+/// Lets `milliseconds` pass on this thread, for waits that have no event to wait on (a child's
+/// exit, without a SIGCHLD handler).
+func pause(milliseconds: Int32) {
+    var none = pollfd()
+    _ = poll(&none, 0, milliseconds)
+}
