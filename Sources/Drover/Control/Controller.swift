@@ -102,7 +102,6 @@ public final class Controller: Sendable {
         let wakeIndex = poller.add(fileDescriptor: wakeup.fileDescriptor)
         loop.announce(now: monotonicMilliseconds())
         var stopRequestedAt: Int64? = nil
-        var lastReportAt: Int64? = nil
         while true {
             if stopRequestedAt == nil && stopping.load(ordering: .acquiring) { stopRequestedAt = monotonicMilliseconds() }
             // An exit being watched gets its final report before the controller goes, if the
@@ -111,7 +110,7 @@ public final class Controller: Sendable {
             // socket closes was seen lost, linger or not (`drover exit` then waited in vain).
             if let since = stopRequestedAt {
                 let now = monotonicMilliseconds()
-                let reportLeaving = lastReportAt.map { now - $0 < Self.finalFlushMilliseconds } ?? false
+                let reportLeaving = loop.lastFinalReportAt.map { now - $0 < Self.finalFlushMilliseconds } ?? false
                 if (loop.watches.isEmpty && !reportLeaving) || now - since > Self.finalReportMilliseconds { break }
             }
             let ready = try poller.poll(timeout: 50)
@@ -120,7 +119,6 @@ public final class Controller: Sendable {
             if ready[commandIndex] { while let frames = try commands.receive(dontWait: true) { loop.command(frames, now: now) } }
             if ready[brokerIndex] { while let frames = try broker.receive(dontWait: true) { loop.fromBroker(frames, now: now) } }
             loop.timers(now: now)
-            if let sent = loop.lastFinalReportAt { lastReportAt = sent }
         }
         logger.info("controller stopping")
         publisher.close()
