@@ -25,13 +25,14 @@ public enum Codec {
         case .hello(let h):
             frames += [[h.role.rawValue], Array(h.name.utf8), Array(h.queue.utf8), be32(h.concurrency)]
         case .welcome(let w):
-            frames += [be32(w.maxItemBytes), be32(w.heartbeatMilliseconds), fleetFrame(w.fleet), be64(w.instance)]
+            frames += [be32(w.maxItemBytes), be32(w.heartbeatMilliseconds), fleetFrame(w.fleet), be64(w.instance),
+                       be32(w.livenessMilliseconds)]
         case .heartbeat, .statusRequest:
             break
         case .error(let code, let text):
             frames += [be16(code.rawValue), Array(text.utf8)]
         case .submit(let s):
-            frames += [Array(s.queue.utf8), [s.wantsResults ? 1 : 0]]
+            frames += [Array(s.queue.utf8), [s.wantsResults ? Submit.wantsResultsFlag : 0]]
             appendPacked(s.items, header: idSize, payload: { $0.payload }, to: &frames) { frame, item in
                 frame.id(item.id)
             }
@@ -58,8 +59,8 @@ public enum Codec {
                     frame.u32(r.attempt)
                 }
             })
-        case .bye(let reason):
-            frames.append(Array(reason.utf8))
+        case .bye(let code, let reason):
+            frames += [[code.rawValue], Array(reason.utf8)]
         case .fleet(let state):
             frames.append(fleetFrame(state))
         case .statusReply(let json), .exitProgress(let json):
@@ -118,9 +119,10 @@ public enum Codec {
             guard let role = PeerRole(rawValue: try reader.byte()) else { throw .badValue("hello: unknown role") }
             return .hello(Hello(role: role, name: try reader.name(), queue: try reader.name(), concurrency: try reader.u32()))
         case .welcome:
-            try reader.expectCount(4)
+            try reader.expectCount(5)
             return .welcome(Welcome(maxItemBytes: try reader.u32(), heartbeatMilliseconds: try reader.u32(),
-                                    fleet: try reader.fleet(), instance: try reader.u64()))
+                                    fleet: try reader.fleet(), instance: try reader.u64(),
+                                    livenessMilliseconds: try reader.u32()))
         case .heartbeat:
             try reader.expectCount(0)
             return .heartbeat
@@ -137,10 +139,13 @@ public enum Codec {
             }
             let queue = try reader.name()
             let flags = try reader.byte()
+            guard flags & ~Submit.definedFlags == 0 else {
+                throw .badValue("submit: undefined flag bits set (0x\(String(flags, radix: 16))); only bit 0 is defined")
+            }
             let items = try reader.records(minimumRecord: idSize + 4) { (records) throws(ProtocolError) in
                 SubmittedItem(id: try records.id(), payload: try records.sizedSlice())
             }
-            return .submit(Submit(queue: queue, wantsResults: flags & 1 != 0, items: items))
+            return .submit(Submit(queue: queue, wantsResults: flags & Submit.wantsResultsFlag != 0, items: items))
         case .accepted:
             try reader.expectCount(1)
             return .accepted(try reader.idList())
@@ -166,8 +171,9 @@ public enum Codec {
             try reader.expectCount(1)
             return .handBack(try reader.refList())
         case .bye:
-            try reader.expectCount(1)
-            return .bye(try reader.text())
+            try reader.expectCount(2)
+            guard let code = ByeCode(rawValue: try reader.byte()) else { throw .badValue("bye: unknown code") }
+            return .bye(code, try reader.text())
         case .fleet:
             try reader.expectCount(1)
             return .fleet(try reader.fleet())

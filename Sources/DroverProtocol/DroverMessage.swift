@@ -17,7 +17,7 @@ public enum DroverMessage: Sendable, Equatable {
     case deliver([Delivery])
     case done(credit: UInt32, [ItemOutcome])
     case handBack([DeliveryRef])
-    case bye(String)
+    case bye(ByeCode, String)
 
     // Fleet state: controller → broker, broker → workers, controller PUB → workers.
     case fleet(FleetState)

@@ -111,13 +111,31 @@ public struct Welcome: Sendable, Equatable {
     /// Random per broker process. A new value after a reconnect means the broker restarted
     /// and has forgotten everything it held (its queue is in memory).
     public var instance: UInt64
+    /// How long the broker tolerates silence from a peer before it drops it (a worker's leases
+    /// then go back to the queue). A peer treats the broker as gone after the same silence.
+    public var livenessMilliseconds: UInt32
 
-    public init(maxItemBytes: UInt32, heartbeatMilliseconds: UInt32, fleet: FleetState, instance: UInt64) {
+    public init(maxItemBytes: UInt32, heartbeatMilliseconds: UInt32, fleet: FleetState, instance: UInt64,
+                livenessMilliseconds: UInt32? = nil) {
         self.maxItemBytes = maxItemBytes
         self.heartbeatMilliseconds = heartbeatMilliseconds
         self.fleet = fleet
         self.instance = instance
+        self.livenessMilliseconds = livenessMilliseconds ?? heartbeatMilliseconds * 3
     }
+}
+
+/// Why a worker says goodbye (`bye`'s first argument), so that the controller can tell a worker
+/// that met the exit deadline from one that did not without reading the reason's text.
+public enum ByeCode: UInt8, Sendable, Equatable, Codable {
+    /// The broker's answer to a worker's `bye`.
+    case acknowledged = 0
+    /// The worker finished every running item.
+    case drained = 1
+    /// The drain deadline passed: the worker handed its running items back.
+    case deadlinePassed = 2
+    /// The worker stopped at once (a second SIGTERM); the broker redelivers what it held.
+    case stoppedAtOnce = 3
 }
 
 /// One item as a producer submits it.
@@ -152,6 +170,11 @@ public struct Submit: Sendable, Equatable {
         self.wantsResults = wantsResults
         self.items = items
     }
+
+    /// Flag bit 0: send me each item's outcome.
+    static let wantsResultsFlag: UInt8 = 1
+    /// Every bit a `submit`'s flags byte may set; a message with any other is malformed.
+    static let definedFlags: UInt8 = wantsResultsFlag
 }
 
 /// Items the broker did not accept, and why. Nothing of a rejected item was kept.

@@ -14,14 +14,24 @@ struct DispatcherTests {
         limits.maxDeliveries = maxDeliveries
         limits.retryBaseMilliseconds = 100
         limits.retryMaxMilliseconds = 1000
-        return Dispatcher(limits: limits, seed: 42)
+        return introduced(Dispatcher(limits: limits, seed: 42))
+    }
+
+    /// `d` with both test producers introduced (only a producer that said hello may submit).
+    func introduced(_ dispatcher: Dispatcher) -> Dispatcher {
+        var d = dispatcher
+        for peer in [producer, Array("producer-2".utf8)] {
+            d.hello(from: peer, Hello(role: .producer, name: "p"), now: 0, heartbeatMilliseconds: 1000)
+        }
+        _ = d.takeOutbox()
+        return d
     }
 
     func id(_ n: UInt64) -> ItemID { ItemID(high: 1, low: n) }
 
     func submit(_ d: inout Dispatcher, _ range: ClosedRange<UInt64>, queue: String = "q", results: Bool = true) {
         d.submit(from: producer, Submit(queue: queue, wantsResults: results,
-                                        items: range.map { SubmittedItem(id: id($0), payload: Array("\($0)".utf8)) }))
+                                        items: range.map { SubmittedItem(id: id($0), payload: Array("\($0)".utf8)) }), now: 0)
     }
 
     func join(_ d: inout Dispatcher, _ peer: PeerID, queue: String = "q", now: Int64 = 0) {
@@ -125,8 +135,8 @@ struct DispatcherTests {
         d.credit(from: w1, 2)
         submit(&d, 1...2)
         _ = d.takeOutbox()
-        d.bye(from: w1, reason: "test", now: 5)
-        #expect(d.takeOutbox().contains(Outgoing(peer: w1, message: .bye("ok"))))
+        d.bye(from: w1, code: .drained, reason: "test", now: 5)
+        #expect(d.takeOutbox().contains(Outgoing(peer: w1, message: .bye(.acknowledged, "ok"))))
         #expect(d.status(now: 5).queues.first?.queued == 2)
         #expect(d.status(now: 5).departed.first?.how == "bye")
     }
@@ -141,10 +151,35 @@ struct DispatcherTests {
         }
     }
 
+    @Test("a submit from a peer that never said hello is refused with error 3 (a worker's with error 5), and nothing is kept")
+    func submitNeedsHello() {
+        var d = makeDispatcher()
+        let stranger: PeerID = Array("stranger".utf8)
+        d.submit(from: stranger, Submit(queue: "q", wantsResults: true, items: [SubmittedItem(id: id(1), payload: [])]), now: 0)
+        guard case .error(let code, _)? = d.takeOutbox().first?.message else { Issue.record("expected an error"); return }
+        #expect(code == .unknownPeer)
+        join(&d, w1)
+        _ = d.takeOutbox()
+        d.submit(from: w1, Submit(queue: "q", wantsResults: true, items: [SubmittedItem(id: id(1), payload: [])]), now: 0)
+        guard case .error(let workerCode, _)? = d.takeOutbox().first?.message else { Issue.record("expected an error"); return }
+        #expect(workerCode == .notAllowed)
+        #expect(d.itemsHeld == 0)
+        // A producer silent past the liveness window is forgotten, and must say hello again.
+        _ = d.expireSilentWorkers(now: 3001)
+        submit(&d, 1...1)
+        guard case .error(let forgotten, _)? = d.takeOutbox().first?.message else { Issue.record("expected an error"); return }
+        #expect(forgotten == .unknownPeer)
+        d.hello(from: producer, Hello(role: .producer, name: "p"), now: 3002, heartbeatMilliseconds: 1000)
+        guard case .welcome(let welcome)? = d.takeOutbox().first?.message else { Issue.record("expected a welcome"); return }
+        #expect(welcome.livenessMilliseconds == 3000)
+        submit(&d, 1...1)
+        #expect(d.itemsHeld == 1)
+    }
+
     @Test("oversize items, a full broker, a bad queue name and an exiting fleet are refused with reasons")
     func rejections() {
         var d = makeDispatcher(maxItems: 3, maxItemBytes: 4)
-        d.submit(from: producer, Submit(queue: "q", wantsResults: false, items: [SubmittedItem(id: id(1), payload: [UInt8](repeating: 0, count: 5))]))
+        d.submit(from: producer, Submit(queue: "q", wantsResults: false, items: [SubmittedItem(id: id(1), payload: [UInt8](repeating: 0, count: 5))]), now: 0)
         guard case .rejected(let big)? = d.takeOutbox().first?.message else { Issue.record("expected a rejection"); return }
         #expect(big.code == .tooLarge && big.reason.contains("4 bytes"))
 
@@ -250,7 +285,7 @@ struct DispatcherTests {
         d.credit(from: w1, 1)
         submit(&d, 1...1)
         _ = d.takeOutbox()
-        d.bye(from: w1, reason: "stopped at once", now: 1)
+        d.bye(from: w1, code: .stoppedAtOnce, reason: "stopped at once", now: 1)
         join(&d, w2, now: 1)
         d.credit(from: w2, 1)
         #expect(deliveries(d.takeOutbox())[w2]?.first?.attempt == 2)
@@ -271,7 +306,7 @@ struct DispatcherTests {
         submit(&d, 1...2)
         _ = d.takeOutbox()
         let other: PeerID = Array("producer-2".utf8)
-        d.submit(from: other, Submit(queue: "q", wantsResults: true, items: [SubmittedItem(id: id(2), payload: [])]))
+        d.submit(from: other, Submit(queue: "q", wantsResults: true, items: [SubmittedItem(id: id(2), payload: [])]), now: 0)
         #expect(d.takeOutbox() == [Outgoing(peer: other, message: .accepted([id(2)]))])
         #expect(d.itemsHeld == 2)
         let result = ItemOutcome(id: id(1), attempt: 1, status: .succeeded, payload: Array("R".utf8))
@@ -279,7 +314,7 @@ struct DispatcherTests {
         let delivered = deliveries(d.takeOutbox())[w1]
         d.done(from: w1, credit: 0, [ItemOutcome(id: id(2), attempt: delivered!.first!.attempt, status: .succeeded, payload: [])], now: 0)
         #expect(d.takeOutbox().contains { $0.peer == other }, "the outcome goes to the producer that resubmitted")
-        d.submit(from: other, Submit(queue: "q", wantsResults: true, items: [SubmittedItem(id: id(1), payload: [])]))
+        d.submit(from: other, Submit(queue: "q", wantsResults: true, items: [SubmittedItem(id: id(1), payload: [])]), now: 0)
         #expect(d.takeOutbox() == [Outgoing(peer: other, message: .accepted([id(1)])), Outgoing(peer: other, message: .result([result]))])
         #expect(d.counters.duplicates == 2)
         #expect(d.counters.accepted == 2)
@@ -289,7 +324,7 @@ struct DispatcherTests {
     func dedupWindowIsBounded() {
         var limits = DispatcherLimits(maxItemBytes: 100, maxItems: 1000, workerLivenessMilliseconds: 3000)
         limits.dedupWindow = 2
-        var d = Dispatcher(limits: limits, seed: 1)
+        var d = introduced(Dispatcher(limits: limits, seed: 1))
         join(&d, w1)
         d.credit(from: w1, 3)
         submit(&d, 1...3)
@@ -306,7 +341,7 @@ struct DispatcherTests {
     func manyNumberedItemsComplete() {
         var limits = DispatcherLimits(maxItemBytes: 100, maxItems: 10_000, workerLivenessMilliseconds: 3000)
         limits.dedupWindow = 300
-        var d = Dispatcher(limits: limits, seed: 2)
+        var d = introduced(Dispatcher(limits: limits, seed: 2))
         join(&d, w1)
         for start in stride(from: 0 as UInt64, to: 5_000, by: 250) {
             submit(&d, start...(start + 249))

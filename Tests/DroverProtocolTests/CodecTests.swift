@@ -10,7 +10,7 @@ struct CodecTests {
     static let samples: [DroverMessage] = [
         .hello(Hello(role: .worker, name: "host:12", queue: "images", concurrency: 8)),
         .hello(Hello(role: .producer, name: "p")),
-        .welcome(Welcome(maxItemBytes: 1 << 20, heartbeatMilliseconds: 1000, fleet: fleet, instance: 0xDEAD_BEEF)),
+        .welcome(Welcome(maxItemBytes: 1 << 20, heartbeatMilliseconds: 1000, fleet: fleet, instance: 0xDEAD_BEEF, livenessMilliseconds: 4500)),
         .heartbeat,
         .error(.unknownPeer, "say hello"),
         .submit(Submit(queue: "q", wantsResults: true, items: [SubmittedItem(id: id1, payload: Array("a".utf8)), SubmittedItem(id: id2, payload: [])])),
@@ -23,7 +23,9 @@ struct CodecTests {
         .done(credit: 2, [ItemOutcome(id: id2, attempt: 1, status: .succeeded, payload: [1, 2, 3])]),
         .handBack([DeliveryRef(id: id1, attempt: 4)]),
         .handBack([]),
-        .bye("fleet exit"),
+        .bye(.drained, "fleet exit"),
+        .bye(.deadlinePassed, ""),
+        .bye(.acknowledged, "ok"),
         .fleet(fleet),
         .statusRequest,
         .statusReply("{}"),
@@ -93,7 +95,12 @@ struct CodecTests {
         // A record whose length runs past the end of its frame.
         ([ProtocolVersion.signature, [0x10], Array("q".utf8), [1], [UInt8](repeating: 0, count: 16) + [0, 0, 0, 9, 1]], ProtocolError.anyFrameSize),
         ([ProtocolVersion.signature, [0x22], [0, 0, 0, 1], [UInt8](repeating: 0, count: 20) + [7, 0, 0, 0, 0]], ProtocolError.anyBadValue),
-        ([ProtocolVersion.signature, [0x24], [0xFF, 0xFE]], ProtocolError.anyBadValue),
+        ([ProtocolVersion.signature, [0x24], [1], [0xFF, 0xFE]], ProtocolError.anyBadValue),
+        // A bye without its code (the version-1 draft had only the reason), and an unknown code.
+        ([ProtocolVersion.signature, [0x24], Array("done".utf8)], ProtocolError.anyFrameCount),
+        ([ProtocolVersion.signature, [0x24], [9], []], ProtocolError.anyBadValue),
+        // Undefined submit flag bits.
+        ([ProtocolVersion.signature, [0x10], Array("q".utf8), [0x03]], ProtocolError.anyBadValue),
         ([ProtocolVersion.signature, [0x01], [9], [], [], [0, 0, 0, 0]], ProtocolError.anyBadValue),
         ([ProtocolVersion.signature, [0x30], [UInt8](repeating: 0, count: 8) + [7] + [0, 0, 0, 0]], ProtocolError.anyBadValue),
     ] as [([[UInt8]], ProtocolError)])

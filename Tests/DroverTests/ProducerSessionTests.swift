@@ -145,6 +145,21 @@ struct ProducerSessionTests {
         #expect(s.link == .up)
     }
 
+    @Test("error 3 (the broker forgot this producer): hello at once, and everything unfinished is offered again")
+    func forgottenProducer() throws {
+        var s = session(wait: true)
+        try offer(&s, 2)
+        _ = s.ports.submitted()
+        try s.received(.accepted([id(0)]))
+        try s.received(.error(.unknownPeer, "submit before hello"))
+        #expect(s.link == .lost(since: 0))
+        #expect(s.ports.sent.contains { if case .hello = $0 { true } else { false } })
+        try s.received(.welcome(welcome(instance: 1)))
+        try s.resendDue()
+        #expect(s.ports.submitted() == [0, 1], "the accepted item too: the broker may have forgotten it")
+        #expect(s.link == .up)
+    }
+
     @Test("a broker silent past the liveness window is lost; past the reconnect timeout the run fails")
     func silentBroker() throws {
         var s = session(wait: false)

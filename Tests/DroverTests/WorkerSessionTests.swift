@@ -196,8 +196,8 @@ struct WorkerSessionTests {
         #expect(session.ports.take() == [.done(credit: 0, [ItemOutcome(id: delivery(1).id, attempt: 1, status: .succeeded, payload: [])])],
                 "no more credit while draining")
         #expect(session.timers(now: 6) == nil)
-        #expect(session.ports.take() == [.bye("SIGTERM")])
-        #expect(session.received(.bye(""), now: 7) == .drained(reason: "SIGTERM"))
+        #expect(session.ports.take() == [.bye(.drained, "SIGTERM")])
+        #expect(session.received(.bye(.acknowledged, ""), now: 7) == .drained(reason: "SIGTERM"))
     }
 
     @Test("a fleet exit from the controller drains with the fleet's deadline; past it running items are handed back and stopped")
@@ -212,8 +212,8 @@ struct WorkerSessionTests {
         #expect(session.timers(now: 500) == nil)
         #expect(session.timers(now: 1003) == nil)
         #expect(session.ports.cancelled == 1)
-        #expect(session.ports.take().filter { $0 != .heartbeat } == [.handBack([DeliveryRef(id: delivery(1).id, attempt: 1)]), .bye(WorkerTimings.deadlineByeReason)])
-        #expect(session.received(.bye(""), now: 1004) == .deadlinePassed(abandoned: 1))
+        #expect(session.ports.take().filter { $0 != .heartbeat } == [.handBack([DeliveryRef(id: delivery(1).id, attempt: 1)]), .bye(.deadlinePassed, WorkerTimings.deadlineByeReason)])
+        #expect(session.received(.bye(.acknowledged, ""), now: 1004) == .deadlinePassed(abandoned: 1))
     }
 
     @Test("a leaving worker waits for an unreachable broker to say goodbye, and gives up after the goodbye wait")
@@ -229,8 +229,8 @@ struct WorkerSessionTests {
         session.ports.connected = true
         _ = session.received(.error(.unknownPeer, ""), now: 10)
         _ = session.received(welcome(instance: 2), now: 11)
-        #expect(session.ports.take().contains(.bye("SIGTERM")))
-        #expect(session.received(.bye(""), now: 12) == .drained(reason: "SIGTERM"))
+        #expect(session.ports.take().contains(.bye(.drained, "SIGTERM")))
+        #expect(session.received(.bye(.acknowledged, ""), now: 12) == .drained(reason: "SIGTERM"))
 
         var lonely = registered()
         lonely.ports.connected = false
@@ -245,7 +245,7 @@ struct WorkerSessionTests {
         var session = registered()
         _ = session.ports.take()
         #expect(session.stopNow(now: 2) == .stopped)
-        #expect(session.ports.take() == [.bye("stopped at once")])
+        #expect(session.ports.take() == [.bye(.stoppedAtOnce, "stopped at once")])
         #expect(session.ports.cancelled == 1)
     }
 }

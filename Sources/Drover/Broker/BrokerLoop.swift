@@ -53,7 +53,7 @@ struct BrokerLoop {
             // telling it so makes it say hello again at once, instead of after the liveness window.
             if !dispatcher.isWorker(peer) { dispatcher.unknownPeer(peer) }
         case .submit(let submit):
-            dispatcher.submit(from: peer, submit)
+            dispatcher.submit(from: peer, submit, now: now)
         case .credit(let amount):
             dispatcher.credit(from: peer, amount)
         case .done(let credit, let outcomes):
@@ -61,8 +61,8 @@ struct BrokerLoop {
         case .handBack(let refs):
             dispatcher.handBack(from: peer, refs)
             if !refs.isEmpty { logger.info("worker handed items back", metadata: ["items": "\(refs.count)"]) }
-        case .bye(let reason):
-            if let gone = dispatcher.bye(from: peer, reason: reason, now: now) {
+        case .bye(let code, let reason):
+            if let gone = dispatcher.bye(from: peer, code: code, reason: reason, now: now) {
                 logger.info("worker left", metadata: ["worker": "\(gone.name)", "reason": "\(reason)",
                                                       "completed": "\(gone.completed)", "returned": "\(gone.itemsReturned)"])
             }

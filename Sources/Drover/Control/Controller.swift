@@ -214,7 +214,7 @@ struct ControllerLoop {
                 watch.reported.insert(gone.name)
                 if gone.how != "bye" {
                     watch.unconfirmed.append(gone.name)
-                } else if gone.reason == WorkerTimings.deadlineByeReason {
+                } else if gone.byeCode == ByeCode.deadlinePassed.rawValue {
                     watch.pastDeadline.append(gone.name)
                 } else {
                     watch.confirmed += 1

@@ -189,6 +189,10 @@ struct ProducerSession<Ports: ProducerPorts> {
                 if outcome.status == .succeeded { summary.succeeded += 1 } else { summary.failed += 1 }
                 self.outcomes.append(IndexedOutcome(index: Int(outcome.id.low), outcome: outcome))
             }
+        case .error(.unknownPeer, _):
+            // The broker forgot us (it restarted, or this process was paused past its liveness
+            // window) and dropped a submit: say hello, and offer everything unfinished again.
+            try startOver("the broker does not know this producer (it restarted, or this process was paused); introducing it again")
         case .error(let code, let text):
             throw DroverError.refused("the broker refused a message (\(code)): \(text)")
         case .hello, .heartbeat, .submit, .credit, .deliver, .done, .handBack, .bye, .fleet, .statusRequest,
@@ -200,9 +204,15 @@ struct ProducerSession<Ports: ProducerPorts> {
     /// The connection to the broker dropped, and with it whatever was queued on it both ways:
     /// say hello at once, and offer everything unfinished again once the broker answers.
     mutating func connectionLost() throws {
+        try startOver("lost the connection to the broker; reconnecting")
+    }
+
+    /// The broker may not have what it acknowledged: says hello at once; its `welcome` has
+    /// everything unfinished offered again.
+    private mutating func startOver(_ warning: Logger.Message) throws {
         guard link == .up else { return }
         link = .lost(since: ports.now())
-        logger.warning("lost the connection to the broker; reconnecting", metadata: ["broker": "\(options.broker)"])
+        logger.warning(warning, metadata: ["broker": "\(options.broker)"])
         helloDue = true
         try sayHello()
     }
@@ -226,7 +236,7 @@ struct ProducerSession<Ports: ProducerPorts> {
     mutating func keepAlive() throws {
         let now = ports.now()
         if helloDue || now - lastSent >= heartbeat { try sayHello() }
-        guard now - lastHeard > heartbeat * ProducerTimings.liveness else { return }
+        guard now - lastHeard > Int64(welcome.livenessMilliseconds) else { return }
         switch link {
         case .up:
             link = .lost(since: now)
@@ -264,6 +274,4 @@ struct IndexedOutcome {
 enum ProducerTimings {
     /// How long a queue-full rejection waits before the items are offered again.
     static let retryAfterFullMilliseconds: Int64 = 100
-    /// Heartbeat intervals of broker silence after which it counts as lost.
-    static let liveness: Int64 = 3
 }

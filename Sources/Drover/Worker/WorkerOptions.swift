@@ -1,3 +1,4 @@
+import DroverProtocol
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -55,4 +56,13 @@ public enum WorkerExit: Sendable, Equatable {
     case deadlinePassed(abandoned: Int)
     /// Stopped at once (a second SIGTERM); the broker redelivers what was leased.
     case stopped
+
+    /// The code of the goodbye that ends this way.
+    var byeCode: ByeCode {
+        switch self {
+        case .drained: .drained
+        case .deadlinePassed: .deadlinePassed
+        case .stopped: .stoppedAtOnce
+        }
+    }
 }

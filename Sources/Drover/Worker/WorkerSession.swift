@@ -101,7 +101,7 @@ struct WorkerSession<Ports: WorkerPorts> {
     /// Stops at once (a second SIGTERM): a goodbye without waiting lets the broker redeliver
     /// what this worker held at once.
     mutating func stopNow(now: Int64) -> WorkerExit {
-        _ = send(.bye("stopped at once"), now: now)
+        _ = send(.bye(.stoppedAtOnce, "stopped at once"), now: now)
         ports.cancelRunning()
         logger.warning("worker stopping at once; the broker redelivers its items", metadata: ["items": "\(inPool.count)"])
         return .stopped
@@ -134,7 +134,7 @@ struct WorkerSession<Ports: WorkerPorts> {
                 handBack(unsentHandBack, now: now)  // also tells this broker we take no more work
             case .leaving(let exit, let reason, _, let giveUpAt):
                 handBack(unsentHandBack, now: now)
-                phase = .leaving(exit: exit, reason: reason, byeSentAt: send(.bye(reason), now: now) ? now : nil, giveUpAt: giveUpAt)
+                phase = .leaving(exit: exit, reason: reason, byeSentAt: send(.bye(exit.byeCode, reason), now: now) ? now : nil, giveUpAt: giveUpAt)
             }
             applyFleet(welcome.fleet, from: "broker", now: now)
         case .deliver(let deliveries):
@@ -298,7 +298,7 @@ struct WorkerSession<Ports: WorkerPorts> {
     }
 
     private mutating func leave(_ exit: WorkerExit, byeReason: String, now: Int64) {
-        let sent = isRegistered && unsentOutcomes.isEmpty && unsentHandBack.isEmpty && send(.bye(byeReason), now: now)
+        let sent = isRegistered && unsentOutcomes.isEmpty && unsentHandBack.isEmpty && send(.bye(exit.byeCode, byeReason), now: now)
         if !sent { logger.notice("waiting for the broker to come back to say goodbye", metadata: ["broker": "\(options.broker)"]) }
         phase = .leaving(exit: exit, reason: byeReason, byeSentAt: sent ? now : nil,
                          giveUpAt: now + WorkerTimings.goodbyeWaitMilliseconds)
@@ -337,7 +337,8 @@ enum WorkerTimings {
     static let helloAnswerMilliseconds: Int64 = 1000
     /// Warn about an unreachable broker this often.
     static let warnEveryMilliseconds: Int64 = 5000
-    /// The goodbye reason of a worker whose drain deadline passed; the controller reports it.
+    /// The goodbye reason (for people; the code says it to programs) of a worker whose drain
+    /// deadline passed.
     static let deadlineByeReason = "drain deadline passed"
     /// How long a leaving worker waits for an unreachable broker to come back, so that its
     /// outcomes and goodbye are delivered rather than redelivered elsewhere.

@@ -37,6 +37,8 @@ public struct BrokerStatus: Codable, Sendable, Equatable {
         public var how: String
         /// The worker's own reason, for `bye`.
         public var reason: String
+        /// The `bye` code (``ByeCode``), for `bye`: 2 means it missed its drain deadline.
+        public var byeCode: UInt8?
         public var completed: Int
         public var itemsReturned: Int
         /// Milliseconds since it left.
@@ -76,12 +78,12 @@ extension Dispatcher {
                       completed: w.completed, draining: w.draining, silentMilliseconds: now - w.lastSeen)
             },
             departed: departed.map { d in
-                let (how, reason): (String, String) = switch d.departure {
-                case .bye(let r): ("bye", r)
-                case .silent: ("silent", "")
-                case .unreachable: ("unreachable", "")
+                let (how, reason, code): (String, String, UInt8?) = switch d.departure {
+                case .bye(let c, let r): ("bye", r, c.rawValue)
+                case .silent: ("silent", "", nil)
+                case .unreachable: ("unreachable", "", nil)
                 }
-                return .init(name: d.name, queue: d.queue, how: how, reason: reason, completed: d.completed,
+                return .init(name: d.name, queue: d.queue, how: how, reason: reason, byeCode: code, completed: d.completed,
                              itemsReturned: d.itemsReturned, ago: now - d.at)
             },
             counters: counters,

@@ -24,10 +24,11 @@ extension Dispatcher {
         case .controller:
             controllers.insert(peer)
         case .producer:
-            break
+            introducedProducers[peer] = now
         }
-        send(peer, .welcome(Welcome(maxItemBytes: UInt32(limits.maxItemBytes),
-                                    heartbeatMilliseconds: heartbeatMilliseconds, fleet: fleet, instance: instance)))
+        send(peer, .welcome(Welcome(maxItemBytes: UInt32(limits.maxItemBytes), heartbeatMilliseconds: heartbeatMilliseconds,
+                                    fleet: fleet, instance: instance,
+                                    livenessMilliseconds: UInt32(clamping: limits.workerLivenessMilliseconds))))
     }
 
     /// Any message from `peer` shows it is alive.
@@ -75,10 +76,10 @@ extension Dispatcher {
     /// A worker is leaving. Its remaining leases go back to the queue; it gets a `bye` back as
     /// the acknowledgement it waits for before exiting. Returns the departure when it was a worker.
     @discardableResult
-    public mutating func bye(from peer: PeerID, reason: String, now: Int64) -> DepartedWorker? {
+    public mutating func bye(from peer: PeerID, code: ByeCode, reason: String, now: Int64) -> DepartedWorker? {
         controllers.remove(peer)
-        send(peer, .bye("ok"))
-        return remove(peer, because: .bye(reason), now: now)
+        send(peer, .bye(.acknowledged, "ok"))
+        return remove(peer, because: .bye(code, reason), now: now)
     }
 
     /// A controller announced fleet state; a newer epoch replaces ours and goes to every worker.
@@ -97,7 +98,9 @@ extension Dispatcher {
 
     /// Declares dead every worker silent for longer than the liveness window; returns their names.
     @discardableResult
+    /// Producers silent as long are forgotten: their next `submit` is answered with error 3.
     public mutating func expireSilentWorkers(now: Int64) -> [String] {
+        introducedProducers = introducedProducers.filter { now - $0.value <= limits.workerLivenessMilliseconds }
         let silent = workers.filter { now - $0.value.lastSeen > limits.workerLivenessMilliseconds }
         for peer in silent.keys { remove(peer, because: .silent, now: now) }
         return silent.values.map(\.name)

@@ -43,6 +43,9 @@ public struct Dispatcher: Sendable {
     var items: ItemTable
     /// Producers waiting for outcomes.
     var producers = ProducerTable()
+    /// Producers that said `hello`, and when each was last heard: only they may submit. One
+    /// silent past the liveness window is forgotten (a producer says hello every heartbeat).
+    var introducedProducers: [PeerID: Int64] = [:]
     /// Slots waiting out their retry backoff, latest due first (so the next due is `last`).
     var retries: [Retry] = []
     /// Slots in the dead-letter store, oldest first, and when each died.
@@ -91,8 +94,18 @@ public struct Dispatcher: Sendable {
 
     /// A producer submitted a batch. Answers with `accepted` and/or `rejected`; a resubmitted
     /// id that is still held, or completed recently, is accepted again without a second copy.
-    /// A batch that does not fit under the item limit is refused whole.
-    public mutating func submit(from peer: PeerID, _ submit: Submit) {
+    /// A batch that does not fit under the item limit is refused whole. A peer that has not
+    /// said `hello` as a producer is answered with error 3 (it says hello, then offers again).
+    public mutating func submit(from peer: PeerID, _ submit: Submit, now: Int64) {
+        guard introducedProducers[peer] != nil else {
+            if workers[peer] != nil || controllers.contains(peer) {
+                send(peer, .error(.notAllowed, "only a producer may submit items; say hello with role 1 on a connection of its own"))
+            } else {
+                send(peer, .error(.unknownPeer, "submit before hello: this broker does not know you (it may have restarted); send hello (role 1), then submit again"))
+            }
+            return
+        }
+        introducedProducers[peer] = now
         if let problem = QueueName.problem(submit.queue) {
             reject(peer, submit.items.map(\.id), .badQueueName, problem)
             return

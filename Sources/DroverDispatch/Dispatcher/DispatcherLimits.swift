@@ -86,8 +86,8 @@ extension Dispatcher {
 
     /// Why a worker left the broker's books.
     public enum Departure: Sendable, Equatable {
-        /// It said goodbye, with its reason.
-        case bye(String)
+        /// It said goodbye, with its code and reason.
+        case bye(ByeCode, String)
         /// It stopped heartbeating for longer than the liveness window.
         case silent
         /// The ROUTER could no longer route to it.
