@@ -50,6 +50,21 @@ public final class HandlerPool<Job: Sendable>: @unchecked Sendable {
         }
     }
 
+    /// A pool whose threads take up to `batch` queued jobs at a time, for a handler that keeps
+    /// several in flight (a long-lived process fed through a pipe). A thread takes its share of
+    /// what is queued (the queue divided among the threads, rounded up), so that one thread
+    /// does not take everything while another waits; `body` gets the batch and calls `finished`
+    /// as each job ends, which frees its place at once.
+    public init(threads: Int, capacity: Int, name: String, batch: Int,
+                body: @escaping @Sendable ([Job], _ finished: (Int) -> Void, HandlerPool<Job>) -> Void) {
+        precondition(threads > 0 && capacity > 0 && batch > 0)
+        self.capacity = capacity
+        self.threadCount = threads
+        self.threads = (1...threads).map { index in
+            JoinableThread(name: "\(name)-\(index)") { [unowned self] in self.runBatches(batch, body) }
+        }
+    }
+
     /// Queues `job`; returns `false` (and keeps nothing) when the queue is full or closing.
     @discardableResult
     @inlinable
@@ -118,6 +133,37 @@ public final class HandlerPool<Job: Sendable>: @unchecked Sendable {
         while let job = next(finishedOne: finished) {
             body(job, self)
             finished = true
+        }
+    }
+
+    func runBatches(_ limit: Int, _ body: ([Job], (Int) -> Void, HandlerPool<Job>) -> Void) {
+        while let jobs = nextBatch(limit) {
+            var unfinished = jobs.count
+            body(jobs, { count in
+                let ended = min(count, unfinished)
+                unfinished -= ended
+                self.condition.withLock { self.busy -= ended }
+            }, self)
+            if unfinished > 0 { condition.withLock { busy -= unfinished } }
+        }
+    }
+
+    /// Waits for queued jobs and takes this thread's share of them, at most `limit`; `nil` once
+    /// the pool is closing and its queue is empty.
+    func nextBatch(_ limit: Int) -> [Job]? {
+        condition.withLock {
+            while true {
+                if !queue.isEmpty {
+                    let share = min(limit, (queue.count + threadCount - 1) / threadCount)
+                    let jobs = Array(queue.prefix(share))
+                    queue.removeFirst(share)
+                    queuedCount.store(queue.count, ordering: .relaxed)
+                    busy += share
+                    return jobs
+                }
+                if closing { return nil }
+                condition.wait()
+            }
         }
     }
 

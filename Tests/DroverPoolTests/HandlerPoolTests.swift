@@ -39,6 +39,39 @@ struct HandlerPoolTests {
         #expect(threads.withLock { $0.count } == 4, "every thread ran jobs")
     }
 
+    @Test("batches: a thread takes its share of what is queued, each job runs once, and a finished job frees its place at once")
+    func batches() {
+        let seen = Mutex<[Int: Int]>([:])
+        let sizes = Mutex<[Int]>([])
+        let done = Expectation()
+        let gate = Expectation()
+        let total = 1000
+        let pool = HandlerPool<Int>(threads: 2, capacity: 100, name: "test", batch: 8) { jobs, finished, _ in
+            sizes.withLock { $0.append(jobs.count) }
+            if jobs.contains(0) { _ = gate.wait(seconds: 30) }  // hold the first batch until the queue is full
+            for job in jobs {
+                let count = seen.withLock { $0[job, default: 0] += 1; return $0.count }
+                finished(1)
+                if count == total { done.fulfill() }
+            }
+        }
+        var submitted = 0
+        while submitted < total {
+            if pool.submit(submitted) {
+                submitted += 1
+                if submitted == 100 { gate.fulfill() }
+            } else {
+                sched_yield()
+            }
+        }
+        #expect(done.wait(seconds: 30))
+        pool.join()
+        #expect(seen.withLock { $0.count == total && $0.values.allSatisfy { $0 == 1 } })
+        #expect(sizes.withLock { $0.allSatisfy { (1...8).contains($0) } }, "never more than the batch limit")
+        #expect(sizes.withLock { $0.contains { $0 > 1 } }, "a queue of many jobs is taken several at a time")
+        #expect(pool.outstanding == 0, "every finished job freed its place")
+    }
+
     @Test("the queue is bounded: submit says no when it is full")
     func bounded() {
         let gate = Expectation()

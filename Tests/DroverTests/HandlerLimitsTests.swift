@@ -11,17 +11,17 @@ struct HandlerLimitsTests {
     @Test("a result over the broker's limit fails its item with a message naming both sizes")
     func oversizeResult() {
         let handler = ClosureHandler { _ in [UInt8](repeating: 0, count: 3_000_000) }
-        let outcome = Worker.run(handler, item([1]), limit: 1_048_576)
+        let outcome = Worker.run(handler, item([1], limit: 1_048_576))
         #expect(outcome.status == .failed)
         #expect(String(decoding: outcome.payload, as: UTF8.self)
                 == "result of 3,000,000 bytes is over the broker's limit of 1,048,576 (broker --max-item-size)")
-        #expect(Worker.run(handler, item([1]), limit: 3_000_000).status == .succeeded)
+        #expect(Worker.run(handler, item([1], limit: 3_000_000)).status == .succeeded)
     }
 
     @Test("a handler's error text is cut to a bounded size")
     func longError() {
         let handler = ClosureHandler { _ in throw HandlerFailure(String(repeating: "e", count: 1_000_000)) }
-        let outcome = Worker.run(handler, item([1]), limit: 1_048_576)
+        let outcome = Worker.run(handler, item([1], limit: 1_048_576))
         #expect(outcome.status == .failed)
         #expect(outcome.payload.count <= Worker.maxErrorBytes + 4)
     }

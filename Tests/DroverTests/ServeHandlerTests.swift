@@ -104,6 +104,68 @@ struct ServeHandlerTests {
         #expect(broken.restartBackoffMilliseconds == 400, "100, 200, 400 ms: doubling while it keeps dying")
     }
 
+    /// Runs `items` as one batch; the outcomes by index, and the order they were reported in.
+    func batch(_ handler: ServeHandler, _ items: [WorkItem]) -> (outcomes: [Int: Result<[UInt8], any Error>], order: [Int]) {
+        var outcomes: [Int: Result<[UInt8], any Error>] = [:]
+        var order: [Int] = []
+        handler.handle(batch: items) { index, result in
+            #expect(outcomes[index] == nil, "each item is reported once")
+            outcomes[index] = result
+            order.append(index)
+        }
+        return (outcomes, order)
+    }
+
+    @Test("several items in flight in one process: all written before the first answer, answered in order", .timeLimit(.minutes(1)))
+    func pipelined() throws {
+        // Reads 40 lines before it answers any: this only works if the items are written
+        // without waiting for answers (one at a time, the first item would time out).
+        let handler = ServeHandler(command: """
+            python3 -c '
+            import sys
+            while True:
+                lines = [sys.stdin.readline() for _ in range(40)]
+                if not lines[-1]:
+                    break
+                sys.stdout.write("".join(line.upper() for line in lines))
+                sys.stdout.flush()
+            '
+            """, format: .lines, logger: logger)
+        defer { handler.shutdown(deadlineMilliseconds: 5000) }
+        let items = (1...40).map { n in
+            var item = item("item \(n)", UInt64(n))
+            item.timeoutMilliseconds = 20_000
+            item.deadline = monotonicMilliseconds() + 20_000
+            return item
+        }
+        let (outcomes, order) = batch(handler, items)
+        #expect(order == Array(0..<40))
+        for (index, item) in items.enumerated() {
+            #expect(try outcomes[index]?.get() == Array(String(decoding: item.payload, as: UTF8.self).uppercased().utf8))
+        }
+        #expect(handler.liveProcesses == 1, "one process ran the whole batch")
+    }
+
+    @Test("a process that dies mid-batch fails the item it was on and every item behind it; the ones answered stand")
+    func diesMidBatch() throws {
+        let handler = ServeHandler(command: "while IFS= read -r l; do [ \"$l\" = die ] && exit 3; echo \"$l\"; done",
+                                   format: .lines, logger: logger)
+        defer { handler.shutdown(deadlineMilliseconds: 5000) }
+        let items = ["a", "b", "die", "c", "d"].enumerated().map { item($0.element, UInt64($0.offset)) }
+        let (outcomes, order) = batch(handler, items)
+        #expect(order == [0, 1, 2, 3, 4])
+        #expect(try outcomes[0]?.get() == Array("a".utf8))
+        #expect(try outcomes[1]?.get() == Array("b".utf8))
+        for index in 2...4 {
+            #expect(throws: (any Error).self) { try outcomes[index]?.get() }
+        }
+        if case .failure(let error)? = outcomes[3] {
+            #expect("\(error)".contains("exited with status 3") && "\(error)".contains("waiting behind another"))
+        }
+        #expect(handler.deathsInARow == 1)
+        #expect(try handler.handle(item("again")) == Array("again".utf8), "a new process took over")
+    }
+
     @Test("a process that exits between items is replaced without failing the next item")
     func exitWhileIdle() throws {
         // Answers one item and exits, as a handler that recycles itself would.

@@ -18,7 +18,11 @@ import Glibc
 ///   id, the 4-byte attempt and the payload. Out: a 4-byte big-endian length, then a status
 ///   byte (0 succeeded, anything else failed) and the result or error text.
 ///
-/// A process that exits or crashes fails the item it was running (a failed delivery, retried
+/// A handler thread writes up to ``inFlightLimit`` items to its process without waiting for
+/// answers (as many as are queued for it), so the process reads its next item while its answer
+/// to the last is on the way back; answers come back in order.
+///
+/// A process that exits or crashes fails the items it held (each a failed delivery, retried
 /// per the queue's policy) and is started again when next needed, after a backoff that doubles
 /// while it keeps dying (up to ``maxBackoffMilliseconds``), so a broken handler is reported in
 /// the log instead of spinning. Its stderr goes to the worker's log, line by line, tagged with
@@ -48,6 +52,8 @@ public final class ServeHandler: WorkHandler {
     static let maxBackoffMilliseconds: Int64 = 10_000
     /// Most bytes read from a handler process per `read`.
     static let readChunk = 64 * 1024
+    /// Most items in flight in one handler process (``batchLimit``).
+    static let inFlightLimit = 64
 
     /// Creates the handler; processes start when items arrive. It sets SIGPIPE to be ignored
     /// in this process: a handler process that dies must make our write fail with EPIPE, not
@@ -59,19 +65,59 @@ public final class ServeHandler: WorkHandler {
         signal(SIGPIPE, SIG_IGN)
     }
 
+    /// Items a handler thread keeps in flight in its process: written one after another without
+    /// waiting for answers, so a process never waits for its next item while the worker holds it.
+    public var batchLimit: Int { Self.inFlightLimit }
+
     public func handle(_ item: WorkItem) throws -> [UInt8] {
-        let request = try encode(item)
-        var process = try takeProcess(for: item)
+        var outcome: Result<[UInt8], any Error> = .failure(HandlerFailure("no outcome"))
+        handle(batch: [item]) { _, result in outcome = result }
+        return try outcome.get()
+    }
+
+    public func handle(batch items: [WorkItem], report: (Int, Result<[UInt8], any Error>) -> Void) {
+        // Every item that can be framed goes into one stream; `ends` marks where each one's
+        // bytes end, since a response may not come before its item has been read.
+        var stream: [UInt8] = []
+        var ends: [Int] = []
+        var sent: [Int] = []
+        for (index, item) in items.enumerated() {
+            do {
+                stream += try encode(item)
+                ends.append(stream.count)
+                sent.append(index)
+            } catch {
+                report(index, .failure(error))
+            }
+        }
+        guard let first = sent.first else { return }
+        let process: Subprocess
         do {
-            let response = try exchange(request, with: &process, item: item)
+            process = try takeProcess(for: items[first])
+        } catch {
+            for index in sent { report(index, .failure(error)) }
+            return
+        }
+        var answered = 0
+        do throws(ProcessEnded) {
+            try exchange(stream, ends: ends, items: sent.map { items[$0] }, with: process) { response in
+                let index = sent[answered]
+                answered += 1
+                switch response {
+                case .success(let result): report(index, .success(result))
+                case .failure(let text): report(index, .failure(HandlerFailure(text)))
+                }
+            }
             idle.withLock { $0.append(process) }
             restarts.withLock { $0.failures = 0 }
-            switch response {
-            case .success(let result): return result
-            case .failure(let text): throw HandlerFailure(text)
+        } catch {
+            // A process that answered items before it ended is not one that keeps dying.
+            if answered > 0 { restarts.withLock { $0.failures = 0 } }
+            let why = ended(process, error)
+            for (position, index) in sent[answered...].enumerated() {
+                let text = position == 0 ? why : "\(why) (this item was waiting behind another in the same handler process)"
+                report(index, .failure(HandlerFailure(text)))
             }
-        } catch let failure as ProcessEnded {
-            throw HandlerFailure(ended(process, failure))
         }
     }
 
@@ -286,28 +332,43 @@ public final class ServeHandler: WorkHandler {
         }
     }
 
-    /// Writes `request` while reading the response, both at the pace the process sets: a
-    /// process may answer part of an item before it has read all of it, and a blocking write
-    /// would then wait for a process that waits for us.
-    private func exchange(_ request: [UInt8], with process: inout Subprocess, item: WorkItem) throws(ProcessEnded) -> Response {
-        let maxResultBytes = item.maxResultBytes
+    /// Writes `request` (the items' frames, item k ending at `ends[k]`) while reading the
+    /// responses, both at the pace the process sets: a process may answer an item before it has
+    /// read the next, and a blocking write would then wait for a process that waits for us.
+    /// Calls `answer` with each response, in order. An item's time limit counts from when the
+    /// process could start on it: when the previous answer came.
+    private func exchange(_ request: [UInt8], ends: [Int], items: [WorkItem], with process: Subprocess,
+                          answer: (Response) -> Void) throws(ProcessEnded) {
         var written = 0
+        var answered = 0
         var received: [UInt8] = []
         var scanned = 0
         var buffer = [UInt8](repeating: 0, count: Self.readChunk)
+        var deadline = items[0].deadline
         while true {
-            if written == request.count, let response = try decode(&received, scanned: &scanned, maxResultBytes: maxResultBytes) {
+            while answered < items.count,
+                  let response = try decode(&received, scanned: &scanned, maxResultBytes: items[answered].maxResultBytes) {
+                guard written >= ends[answered] else {
+                    throw ProcessEnded(reason: "the handler answered before it had read the whole item; a response must follow its item")
+                }
+                answer(response)
+                answered += 1
+                if answered < items.count {
+                    deadline = items[answered].timeoutMilliseconds.map { monotonicMilliseconds() + $0 }
+                }
+            }
+            if answered == items.count {
                 if !received.isEmpty {
-                    logger.warning("the handler wrote more than one response for an item; the extra bytes are dropped",
+                    logger.warning("the handler wrote more responses than it was given items; the extra bytes are dropped",
                                    metadata: ["pid": "\(process.pid)", "bytes": "\(received.count)"])
                 }
-                return response
+                return
             }
             var fds = [pollfd(fd: process.stdout, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: written < request.count ? process.stdin : -1, events: Int16(POLLOUT), revents: 0)]
-            let ready = poll(&fds, 2, item.pollTimeout)
+            let ready = poll(&fds, 2, pollMilliseconds(until: deadline))
             if ready == 0 {
-                throw ProcessEnded(reason: "the handler " + item.timedOutText + "; its process was stopped", timedOut: true)
+                throw ProcessEnded(reason: "the handler " + items[answered].timedOutText + "; its process was stopped", timedOut: true)
             }
             if ready < 0 {
                 if errno == EINTR { continue }
@@ -325,9 +386,6 @@ public final class ServeHandler: WorkHandler {
                 let n = buffer.withUnsafeMutableBytes { read(process.stdout, $0.baseAddress, $0.count) }
                 if n > 0 {
                     received += buffer[0..<n]
-                    if written < request.count, try decode(&received, scanned: &scanned, maxResultBytes: maxResultBytes) != nil {
-                        throw ProcessEnded(reason: "the handler answered before it had read the whole item; a response must follow its item")
-                    }
                 } else if n == 0 || (errno != EINTR && errno != EAGAIN) {
                     throw ProcessEnded()  // its stdout closed: it exited
                 }

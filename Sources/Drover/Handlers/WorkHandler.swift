@@ -60,9 +60,21 @@ public protocol WorkHandler: Sendable {
     /// The worker is done with the handler (it drained): release what it holds, within
     /// `deadlineMilliseconds`. Optional.
     func shutdown(deadlineMilliseconds: Int64)
+    /// How many items a handler thread may pass to ``handle(batch:report:)`` at once: more than
+    /// one for a handler that keeps several in flight (a process fed through a pipe). Default 1.
+    var batchLimit: Int { get }
+    /// Runs `items` in order and calls `report` with each one's index and outcome as soon as it
+    /// is known, exactly once per item. The default runs ``handle(_:)`` on each in turn.
+    func handle(batch items: [WorkItem], report: (Int, Result<[UInt8], any Error>) -> Void)
 }
 
 extension WorkHandler {
     public func cancelRunning() {}
     public func shutdown(deadlineMilliseconds: Int64) {}
+    public var batchLimit: Int { 1 }
+    public func handle(batch items: [WorkItem], report: (Int, Result<[UInt8], any Error>) -> Void) {
+        for (index, item) in items.enumerated() {
+            report(index, Result { try handle(item) })
+        }
+    }
 }

@@ -89,25 +89,7 @@ public final class Worker: Sendable {
             control = sub
         }
 
-        let batch = options.outcomeBatch
-        let timeout = options.itemTimeoutMilliseconds.map(Int64.init)
-        let pool = HandlerPool<HeldJob>(threads: options.threads, capacity: options.capacity, name: "drover-handler") {
-            [self, queue = options.queue, name = options.name] job, pool in
-            let delivery = job.delivery
-            let limit = self.maxResultBytes.load(ordering: .relaxed)
-            var item = WorkItem(id: delivery.id, attempt: delivery.attempt, queue: queue, payload: delivery.payload,
-                                worker: name, maxResultBytes: limit, deadline: timeout.map { monotonicMilliseconds() + $0 })
-            item.timeoutMilliseconds = timeout
-            let outcome = Self.run(self.handler, item, limit: limit)
-            let waiting = self.mailbox.withLock { box in
-                box.outcomes.append(FinishedJob(slot: job.slot, outcome: outcome))
-                return box.outcomes.count
-            }
-            // Wake the I/O thread when the outcomes make a batch, or when no job is queued (the
-            // last of a burst, or a lone item: it goes at once). Otherwise the next job's end
-            // will; the I/O thread also looks every `WorkerLoop.outcomeWaitMilliseconds`.
-            if waiting == batch || (waiting < batch && pool.queued == 0) { self.wakeup.signal() }
-        }
+        let pool = makePool()
 
         var loop = WorkerLoop(worker: self, broker: broker, control: control, pool: pool)
         let exit = try loop.run()
@@ -124,17 +106,66 @@ public final class Worker: Sendable {
         return exit
     }
 
-    /// Runs `item` through `handler`: its result, or its failure with the error's text. A result
-    /// over `limit` bytes fails the item instead (it is retried and dead-lettered like any
-    /// failure), and error text is cut to ``maxErrorBytes``, so that no outcome is larger than
-    /// the broker accepts.
-    static func run(_ handler: any WorkHandler, _ item: WorkItem, limit: Int) -> ItemOutcome {
+    /// The handler threads: one item at a time, or batches for a handler that keeps several in
+    /// flight (``WorkHandler/batchLimit``).
+    private func makePool() -> HandlerPool<HeldJob> {
+        let batch = handler.batchLimit
+        guard batch > 1 else {
+            return HandlerPool(threads: options.threads, capacity: options.capacity, name: "drover-handler") { [self] job, pool in
+                let item = workItem(job.delivery)
+                finished(job, Self.outcome(item, Result { try handler.handle(item) }), pool: pool)
+            }
+        }
+        return HandlerPool(threads: options.threads, capacity: options.capacity, name: "drover-handler", batch: batch) {
+            [self] jobs, ended, pool in
+            let items = jobs.map { workItem($0.delivery) }
+            handler.handle(batch: items) { index, result in
+                finished(jobs[index], Self.outcome(items[index], result), pool: pool)
+                ended(1)
+            }
+        }
+    }
+
+    /// A delivery as the handler sees it, its deadline counting from now.
+    private func workItem(_ delivery: Delivery) -> WorkItem {
+        let timeout = options.itemTimeoutMilliseconds.map(Int64.init)
+        var item = WorkItem(id: delivery.id, attempt: delivery.attempt, queue: options.queue, payload: delivery.payload,
+                            worker: options.name, maxResultBytes: maxResultBytes.load(ordering: .relaxed),
+                            deadline: timeout.map { monotonicMilliseconds() + $0 })
+        item.timeoutMilliseconds = timeout
+        return item
+    }
+
+    /// Leaves a finished job's outcome for the I/O thread.
+    private func finished(_ job: HeldJob, _ outcome: ItemOutcome, pool: HandlerPool<HeldJob>) {
+        let batch = options.outcomeBatch
+        let waiting = mailbox.withLock { box in
+            box.outcomes.append(FinishedJob(slot: job.slot, outcome: outcome))
+            return box.outcomes.count
+        }
+        // Wake the I/O thread when the outcomes make a batch, or when no job is queued (the
+        // last of a burst, or a lone item: it goes at once). Otherwise the next job's end
+        // will; the I/O thread also looks every `WorkerLoop.outcomeWaitMilliseconds`.
+        if waiting == batch || (waiting < batch && pool.queued == 0) { wakeup.signal() }
+    }
+
+    /// Runs `item` through `handler`: its outcome (see ``outcome(_:_:)``).
+    static func run(_ handler: any WorkHandler, _ item: WorkItem) -> ItemOutcome {
+        outcome(item, Result { try handler.handle(item) })
+    }
+
+    /// What the handler returned or threw for `item`, as an outcome for the broker. A result
+    /// over the item's `maxResultBytes` fails the item instead (it is retried and dead-lettered
+    /// like any failure), and error text is cut to ``maxErrorBytes``, so that no outcome is
+    /// larger than the broker accepts.
+    static func outcome(_ item: WorkItem, _ result: Result<[UInt8], any Error>) -> ItemOutcome {
+        let limit = item.maxResultBytes
         let text: String
-        do {
-            let result = try handler.handle(item)
+        switch result {
+        case .success(let result):
             if result.count <= limit { return ItemOutcome(id: item.id, attempt: item.attempt, status: .succeeded, payload: result) }
             text = "result of \(groupedDigits(result.count)) bytes is over the broker's limit of \(groupedDigits(limit)) (broker --max-item-size)"
-        } catch {
+        case .failure(let error):
             text = "\(error)"
         }
         var error = utf8Prefix(text.utf8, maxBytes: min(maxErrorBytes, limit))
