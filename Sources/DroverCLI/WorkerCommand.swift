@@ -31,8 +31,8 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Handler threads.")
     var threads = 2
 
-    @Option(help: "Items held ready beyond one per thread.")
-    var lookahead = 1
+    @Option(help: ArgumentHelp("Items held ready beyond one per thread, or 'auto': start at 1 and double while the handler threads run dry and the broker has more, up to 4096, keeping at most about 50 ms of work per thread waiting.", valueName: "N|auto"))
+    var lookahead = "auto"
 
     @Option(help: "Name shown in logs and status (default HOST:PID).")
     var name: String?
@@ -77,7 +77,9 @@ struct WorkerCommand: ParsableCommand {
             throw ValidationError("give exactly one handler: --exec 'COMMAND' (a process per item), --serve 'COMMAND' (long-lived processes) or --echo")
         }
         guard (1...1024).contains(threads) else { throw ValidationError("--threads must be between 1 and 1024") }
-        guard (0...10_000).contains(lookahead) else { throw ValidationError("--lookahead must be between 0 and 10000") }
+        guard lookahead == "auto" || Int(lookahead).map({ (0...10_000).contains($0) }) == true else {
+            throw ValidationError("--lookahead must be 'auto' or a number of items from 0 to 10000; got '\(lookahead)'")
+        }
         guard drainDeadline >= 0 && drainDeadline <= 4_000_000 else { throw ValidationError("--drain-deadline must be a number of seconds from 0 to 4,000,000") }
         if let itemTimeout, !(itemTimeout > 0 && itemTimeout <= 2_000_000) {
             throw ValidationError("--item-timeout must be a number of seconds above 0 (at most 2,000,000)")
@@ -110,7 +112,7 @@ struct WorkerCommand: ParsableCommand {
         options.control = control
         options.queue = queue
         options.threads = threads
-        options.lookahead = lookahead
+        options.lookahead = Int(lookahead)
         if let name { options.name = name }
         options.drainDeadlineMilliseconds = UInt32(drainDeadline * 1000)
         options.itemTimeoutMilliseconds = itemTimeout.map { UInt32(max(1, $0 * 1000)) }

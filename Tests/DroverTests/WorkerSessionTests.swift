@@ -33,6 +33,10 @@ struct FakeWorkerPorts: WorkerPorts {
 
     mutating func welcomed(_ welcome: Welcome) { welcomes.append(welcome) }
 
+    var queuedInPool: Int { queued.count }
+    var capacities: [Int] = []
+    mutating func resized(capacity: Int) { capacities.append(capacity) }
+
     /// Handler threads start the first `n` queued jobs.
     mutating func start(_ n: Int) {
         running += queued.prefix(n)

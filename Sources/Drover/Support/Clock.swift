@@ -10,6 +10,14 @@ public func monotonicMilliseconds() -> Int64 {
     return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
 }
 
+/// Microseconds on the monotonic clock: for measuring how long an item takes.
+@inline(__always)
+func monotonicMicroseconds() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000
+}
+
 /// Milliseconds since 1970, for epochs that must grow across process restarts.
 public func wallClockMilliseconds() -> UInt64 {
     var ts = timespec()

@@ -61,8 +61,10 @@ struct HeldJob: Sendable {
     let delivery: Delivery
 }
 
-/// An outcome on its way back to the I/O thread, with the slot to free.
+/// An outcome on its way back to the I/O thread, with the slot to free and how long the item
+/// took its handler thread (for the lookahead).
 struct FinishedJob: Sendable {
     let slot: UInt32
     let outcome: ItemOutcome
+    var microseconds: UInt32 = 0
 }

@@ -20,6 +20,8 @@ public final class Worker: Sendable {
     /// The broker's item limit, from its `welcome`: a result longer than this fails its item
     /// here, since the broker would refuse the message that carried it.
     let maxResultBytes = Atomic<Int>(Int.max)
+    /// Outcomes a handler thread gathers before it wakes the I/O thread; follows the lookahead.
+    let outcomeBatch = Atomic<Int>(1)
     /// Longest wait for a handler's processes to exit once the worker has drained.
     static let handlerShutdownMilliseconds: Int64 = 5000
     /// Most bytes of a handler's error text sent to the broker.
@@ -65,7 +67,7 @@ public final class Worker: Sendable {
             throw DroverError.badOption("--control: \(problem)")
         }
         if let problem = QueueName.problem(options.queue) { throw DroverError.badOption("--queue: \(problem)") }
-        guard options.threads > 0, options.lookahead >= 0 else { throw DroverError.badOption("--threads must be at least 1 and --lookahead at least 0") }
+        guard options.threads > 0, (options.lookahead ?? 0) >= 0 else { throw DroverError.badOption("--threads must be at least 1 and --lookahead at least 0") }
 
         let broker = try ZMQSocket(context, type: .dealer, linger: 1000)
         var routingID: [UInt8] = Array("w-".utf8)
@@ -110,17 +112,22 @@ public final class Worker: Sendable {
     /// flight (``WorkHandler/batchLimit``).
     private func makePool() -> HandlerPool<HeldJob> {
         let batch = handler.batchLimit
+        let capacity = LookaheadSizer(threads: options.threads, fixed: options.lookahead).maxCapacity
         guard batch > 1 else {
-            return HandlerPool(threads: options.threads, capacity: options.capacity, name: "drover-handler") { [self] job, pool in
+            return HandlerPool(threads: options.threads, capacity: capacity, name: "drover-handler") { [self] job, pool in
                 let item = workItem(job.delivery)
-                finished(job, Self.outcome(item, Result { try handler.handle(item) }), pool: pool)
+                let started = monotonicMicroseconds()
+                let result = Result { try handler.handle(item) }
+                finished(job, Self.outcome(item, result), since: started, pool: pool)
             }
         }
-        return HandlerPool(threads: options.threads, capacity: options.capacity, name: "drover-handler", batch: batch) {
+        return HandlerPool(threads: options.threads, capacity: capacity, name: "drover-handler", batch: batch) {
             [self] jobs, ended, pool in
             let items = jobs.map { workItem($0.delivery) }
+            // With several in flight, an item's time is the gap since the previous answer.
+            var previous = monotonicMicroseconds()
             handler.handle(batch: items) { index, result in
-                finished(jobs[index], Self.outcome(items[index], result), pool: pool)
+                previous = finished(jobs[index], Self.outcome(items[index], result), since: previous, pool: pool)
                 ended(1)
             }
         }
@@ -136,17 +143,21 @@ public final class Worker: Sendable {
         return item
     }
 
-    /// Leaves a finished job's outcome for the I/O thread.
-    private func finished(_ job: HeldJob, _ outcome: ItemOutcome, pool: HandlerPool<HeldJob>) {
-        let batch = options.outcomeBatch
+    /// Leaves a finished job's outcome for the I/O thread, with the time since `started`
+    /// (monotonic µs); returns the time now.
+    @discardableResult
+    private func finished(_ job: HeldJob, _ outcome: ItemOutcome, since started: Int64, pool: HandlerPool<HeldJob>) -> Int64 {
+        let now = monotonicMicroseconds()
+        let batch = outcomeBatch.load(ordering: .relaxed)
         let waiting = mailbox.withLock { box in
-            box.outcomes.append(FinishedJob(slot: job.slot, outcome: outcome))
+            box.outcomes.append(FinishedJob(slot: job.slot, outcome: outcome, microseconds: UInt32(clamping: now - started)))
             return box.outcomes.count
         }
         // Wake the I/O thread when the outcomes make a batch, or when no job is queued (the
         // last of a burst, or a lone item: it goes at once). Otherwise the next job's end
         // will; the I/O thread also looks every `WorkerLoop.outcomeWaitMilliseconds`.
         if waiting == batch || (waiting < batch && pool.queued == 0) { wakeup.signal() }
+        return now
     }
 
     /// Runs `item` through `handler`: its outcome (see ``outcome(_:_:)``).

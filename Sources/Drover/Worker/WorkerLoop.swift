@@ -42,7 +42,7 @@ struct WorkerLoop {
             // outcome wakes this thread itself, so a worker running long items sleeps instead.
             // (Asking the pool whether jobs are queued would be exact, but its lock on every turn
             // measured about 9 % slower.)
-            let mayHoldBack = options.outcomeBatch > 1 && !session.inPool.isEmpty
+            let mayHoldBack = worker.outcomeBatch.load(ordering: .relaxed) > 1 && !session.inPool.isEmpty
             let ready = try poller.poll(timeout: mayHoldBack ? Self.outcomeWaitMilliseconds : 100)
             let now = monotonicMilliseconds()
             session.turn(now: now)
@@ -109,6 +109,12 @@ struct WorkerIO: WorkerPorts {
     mutating func takeUnstarted() -> [HeldJob] { pool.takeUnstarted() }
 
     mutating func cancelRunning() { worker.handler.cancelRunning() }
+
+    var queuedInPool: Int { pool.queued }
+
+    mutating func resized(capacity: Int) {
+        worker.outcomeBatch.store(WorkerOptions.outcomeBatch(capacity: capacity), ordering: .relaxed)
+    }
 
     mutating func welcomed(_ welcome: Welcome) {
         worker.maxResultBytes.store(Int(welcome.maxItemBytes), ordering: .relaxed)

@@ -15,9 +15,10 @@ public struct WorkerOptions: Sendable {
     /// Handler threads. Default 2, this machine's core count; raise it for handlers that wait on I/O.
     public var threads = 2
     /// Items held ready beyond one per thread, so a thread that finishes finds its next item
-    /// without a round trip to the broker. Default 1: enough to hide the round trip on a LAN,
-    /// small enough that little work waits behind a busy worker.
-    public var lookahead = 1
+    /// without a round trip to the broker, or `nil` (the default) for the worker to size it from
+    /// what it observes (``LookaheadSizer``): from 1, doubling while its threads run dry and the
+    /// broker has more, up to 4,096, and never more than about 50 ms of work per thread.
+    public var lookahead: Int? = nil
     /// The name shown in logs, `drover status` and exit progress. Default `HOST:PID`.
     public var name = defaultPeerName()
     /// Heartbeat interval towards the broker, in milliseconds. Default 1000.
@@ -41,11 +42,10 @@ public struct WorkerOptions: Sendable {
         self.broker = broker
     }
 
-    /// Credit the worker grants when idle: one per thread plus the lookahead.
-    var capacity: Int { threads + lookahead }
-    /// Outcomes gathered into one `done` while more jobs are queued: an eighth of the capacity,
-    /// so a deep pool reports (and regains credit) in batches, and a small one item by item.
-    var outcomeBatch: Int { min(max(capacity / 8, 1), 256) }
+    /// Outcomes gathered into one `done` while more jobs are queued, for a worker that holds
+    /// `capacity` items: an eighth of it, so a deep pool reports (and regains credit) in
+    /// batches, and a small one item by item.
+    static func outcomeBatch(capacity: Int) -> Int { min(max(capacity / 8, 1), 256) }
 }
 
 /// How a worker's run ended.

@@ -16,6 +16,10 @@ protocol WorkerPorts {
     mutating func cancelRunning()
     /// The broker welcomed this worker (each registration, and each keep-alive answer).
     mutating func welcomed(_ welcome: Welcome)
+    /// Jobs in the pool that no handler thread has started.
+    var queuedInPool: Int { get }
+    /// The worker now wants to hold `capacity` items (the lookahead changed).
+    mutating func resized(capacity: Int)
 }
 
 /// A worker's protocol with the broker, as a state machine: messages, finished jobs, requests
@@ -56,8 +60,12 @@ struct WorkerSession<Ports: WorkerPorts> {
     private(set) var inPool: HeldItems
     /// Outcomes the broker has not taken yet (it was unreachable when they finished).
     private(set) var unsentOutcomes: [ItemOutcome] = []
-    /// Slots freed since the broker last heard of our credit: sent with the next `done`.
-    private(set) var creditOwed = 0
+    /// The credit the broker holds for us, as far as we know: what we granted since the last
+    /// registration, less what it delivered. Never less than the broker's own count (its
+    /// deliveries may be on the way), so granting up to the capacity never over-grants.
+    private(set) var brokerCredit = 0
+    /// How many items to hold (`--lookahead`, or sized from what this worker observes).
+    private(set) var sizer: LookaheadSizer
     /// Deliveries handed back while the broker was unreachable, to tell it when it is back.
     private(set) var unsentHandBack: [DeliveryRef] = []
     private var fleetEpoch: UInt64 = 0
@@ -76,13 +84,15 @@ struct WorkerSession<Ports: WorkerPorts> {
         self.options = options
         self.ports = ports
         self.logger = logger
-        inPool = HeldItems(capacity: options.capacity)
+        sizer = LookaheadSizer(threads: options.threads, fixed: options.lookahead)
+        inPool = HeldItems(capacity: sizer.maxCapacity)
         startedAt = now
         lastTurn = now
     }
 
     /// Says hello: the session begins.
     mutating func start(now: Int64) {
+        ports.resized(capacity: sizer.capacity)
         sayHello(now: now)
     }
 
@@ -120,16 +130,16 @@ struct WorkerSession<Ports: WorkerPorts> {
             ports.welcomed(welcome)
             // A registration starts with no credit: the grant below covers every free slot,
             // including those freed by outcomes the broker has not heard of yet.
-            if grants { creditOwed = 0 }
+            if grants { brokerCredit = 0 }
             if !unsentOutcomes.isEmpty {
                 let outcomes = unsentOutcomes
                 unsentOutcomes.removeAll()
-                report(outcomes, now: now)
+                report(outcomes, grantingCredit: false, now: now)
             }
             switch phase {
             case .serving:
-                let free = options.capacity - inPool.count
-                if grants && free > 0 { _ = send(.credit(UInt32(free)), now: now) }
+                let free = sizer.capacity - inPool.count - brokerCredit
+                if grants && free > 0 && send(.credit(UInt32(free)), now: now) { brokerCredit += free }
             case .draining:
                 handBack(unsentHandBack, now: now)  // also tells this broker we take no more work
             case .leaving(let exit, let reason, _, let giveUpAt):
@@ -172,9 +182,18 @@ struct WorkerSession<Ports: WorkerPorts> {
     /// (more than our credit, or we no longer serve) goes straight back.
     private mutating func deliver(_ deliveries: [Delivery], now: Int64) {
         var jobs: [HeldJob] = []
+        let credit = brokerCredit
+        brokerCredit = max(0, brokerCredit - deliveries.count)
         if case .serving = phase {
+            // They used up all the credit the broker held (it has more), and found no job
+            // waiting for a thread: the threads ran dry during the round trip.
+            if deliveries.count >= credit && credit > 0 && ports.queuedInPool == 0 {
+                let before = sizer.capacity
+                sizer.starved()
+                if sizer.capacity != before { ports.resized(capacity: sizer.capacity) }
+            }
             jobs.reserveCapacity(deliveries.count)
-            for d in deliveries {
+            for d in deliveries.prefix(credit) {
                 guard let slot = inPool.hold(d) else { break }
                 jobs.append(HeldJob(slot: slot, delivery: d))
             }
@@ -201,18 +220,22 @@ struct WorkerSession<Ports: WorkerPorts> {
             inPool.release(job.slot, id: job.outcome.id, attempt: job.outcome.attempt)
             outcomes.append(job.outcome)
         }
-        if case .serving = phase { creditOwed += outcomes.count }
-        report(outcomes, now: now)
+        let before = sizer.capacity
+        sizer.finished(microseconds: jobs.lazy.map(\.microseconds))
+        if sizer.capacity != before { ports.resized(capacity: sizer.capacity) }
+        report(outcomes, grantingCredit: true, now: now)
     }
 
-    /// Sends outcomes, with the credit owed, or keeps them for when the broker is back.
-    private mutating func report(_ outcomes: [ItemOutcome], now: Int64) {
-        let credit = UInt32(creditOwed)
-        if isRegistered && send(.done(credit: credit, outcomes), now: now) {
-            creditOwed = 0
-        } else {
+    /// Sends outcomes, with credit for the slots free under the capacity (while serving), or
+    /// keeps them for when the broker is back.
+    private mutating func report(_ outcomes: [ItemOutcome], grantingCredit: Bool, now: Int64) {
+        var credit = 0
+        if grantingCredit, case .serving = phase { credit = max(0, sizer.capacity - inPool.count - brokerCredit) }
+        guard isRegistered && send(.done(credit: UInt32(credit), outcomes), now: now) else {
             unsentOutcomes += outcomes
+            return
         }
+        brokerCredit += credit
     }
 
     private mutating func applyFleet(_ state: FleetState, from source: String, now: Int64) {

@@ -1,0 +1,16 @@
+"""Python client of Drover, a worker fleet over ZeroMQ: a :class:`Producer` that submits items
+and collects results, and a :class:`Worker` that runs a Python function on items from a
+Drover broker, speaking wire protocol version 1 (:mod:`drover_client.protocol`).
+"""
+
+from ._support import BrokerLost, BrokerRefused, BrokerUnreachable, DroverError
+from .producer import Producer, Result
+from .worker import Handler, WorkItem, Worker
+from .worker_session import WorkerExit
+
+__all__ = [
+    "Producer", "Result", "Worker", "WorkItem", "WorkerExit", "Handler",
+    "DroverError", "BrokerUnreachable", "BrokerLost", "BrokerRefused",
+]
+
+__version__ = "0.1.0"
