@@ -21,8 +21,8 @@ struct BenchCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Scenarios to run, comma-separated: throughput, latency, scaling, memory.")
-    var scenarios = "throughput,latency,scaling,memory"
+    @Option(help: "Scenarios to run, comma-separated: throughput, latency, scaling, memory, handlers (python3 under --serve and --exec against the seed pattern), lookahead (default flags against fixed lookaheads, and fairness).")
+    var scenarios = "throughput,latency,scaling,memory,handlers,lookahead"
 
     @Option(help: "Item sizes in bytes for throughput, comma-separated.")
     var sizes = "16,256,4096"
@@ -66,9 +66,9 @@ struct BenchCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
-        let known: Set = ["throughput", "latency", "scaling", "memory"]
+        let known = ["throughput", "latency", "scaling", "memory", "handlers", "lookahead"]
         for s in scenarios.split(separator: ",") where !known.contains(String(s)) {
-            throw ValidationError("unknown scenario \"\(s)\"; choose from throughput, latency, scaling, memory")
+            throw ValidationError("unknown scenario \"\(s)\"; choose from \(known.joined(separator: ", "))")
         }
         guard parse(sizes) != nil, parse(rates) != nil else { throw ValidationError("--sizes and --rates take comma-separated positive numbers") }
         guard lookahead >= 0, latencyLookahead >= 0 else { throw ValidationError("--lookahead and --latency-lookahead must be 0 or more") }
@@ -89,6 +89,11 @@ struct BenchCommand: ParsableCommand {
             settings.latencySeconds = 0.2
             settings.memoryItems = 20_000
             settings.scalingItemsPerThread = 3
+            settings.serveItems = 500
+            settings.execItems = 4
+            settings.lookaheadItems = 2000
+            settings.fairnessItems = 50
+            settings.longItems = 1
         }
         _ = global.makeLogger(role: "bench")
         #if DEBUG

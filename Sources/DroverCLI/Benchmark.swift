@@ -23,6 +23,10 @@ struct BenchSettings {
     var childArguments: [String]
     /// Scaling sends this many items per handler thread (100 × 32 threads = 3,200 items, 1 s ideal).
     var scalingItemsPerThread = 100
+    /// `handlers`: items through `--serve` (and the seed pattern), and through `--exec`.
+    var serveItems = 100_000, execItems = 40
+    /// `lookahead`: items per throughput run, items for the 0.5 s worker check, 1 s items in the mixed queue (× 100 items in all).
+    var lookaheadItems = 300_000, fairnessItems = 2000, longItems = 16
     /// Scaling runs 4 workers × 8 threads = 32 handler threads.
     let scalingWorkers = 4, scalingThreads = 8, scalingSleepMilliseconds = 10
 }
@@ -90,16 +94,18 @@ struct BenchReport: Codable {
     var date: String
     var workers: Int
     var threads: Int
-    var lookahead: Int
+    var fixedLookahead: Int
     var latencyLookahead: Int
     var runs: Int
     var throughput: [Throughput] = []
     var latency: [Latency] = []
     var scaling: Scaling?
     var memory: Memory?
+    var handlers: Handlers?
+    var lookahead: Lookahead?
 
     func table() -> String {
-        var lines = ["drover bench — \(machine), \(date); \(workers) workers × \(threads) threads, lookahead \(lookahead) (latency \(latencyLookahead)); median (min–max) of \(runs) runs"]
+        var lines = ["drover bench — \(machine), \(date); \(workers) workers × \(threads) threads, lookahead \(fixedLookahead) (latency \(latencyLookahead)); median (min–max) of \(runs) runs"]
         func n(_ v: Double) -> String { v >= 100 ? String(Int(v.rounded())) : String(format: "%.1f", v) }
         func f(_ fig: Figure) -> String { "\(n(fig.median)) (\(n(fig.min))–\(n(fig.max)))" }
         if !throughput.isEmpty {
@@ -125,6 +131,7 @@ struct BenchReport: Codable {
             lines.append("")
             lines.append("memory       \(m.items) queued \(m.payloadBytes)-byte items: \(f(m.bytesPerItem)) bytes/item, overhead \(f(m.overheadPerItem)) bytes/item")
         }
+        lines += defaultsTable(n, f)
         return lines.joined(separator: "\n")
     }
 
@@ -148,7 +155,7 @@ struct Benchmark {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let formatter = ISO8601DateFormatter()
         var report = BenchReport(machine: machineDescription(), date: formatter.string(from: Date()),
-                                 workers: settings.workers, threads: settings.threads, lookahead: settings.lookahead, latencyLookahead: settings.latencyLookahead, runs: settings.runs)
+                                 workers: settings.workers, threads: settings.threads, fixedLookahead: settings.lookahead, latencyLookahead: settings.latencyLookahead, runs: settings.runs)
         if settings.scenarios.contains("throughput") {
             let smallest = settings.sizes.min()!
             for size in settings.sizes {
@@ -196,6 +203,14 @@ struct Benchmark {
             for _ in 0..<settings.runs { perItem.append(try memory(count: settings.memoryItems, payload: 100)) }
             report.memory = .init(items: settings.memoryItems, payloadBytes: 100, bytesPerItem: Figure(perItem),
                                   overheadPerItem: Figure(perItem.map { $0 - 100 }))
+        }
+        if settings.scenarios.contains("handlers") {
+            progress("handlers: python3 under --serve (\(settings.serveItems) items) and --exec (\(settings.execItems)), and the seed pattern, \(settings.runs) runs")
+            report.handlers = try handlerProcesses(serveItems: settings.serveItems, execItems: settings.execItems)
+        }
+        if settings.scenarios.contains("lookahead") {
+            progress("lookahead: default against fixed 1, 64, 4096 (\(settings.lookaheadItems) items); fairness with a 0.5 s worker; a mixed queue, \(settings.runs) runs")
+            report.lookahead = try lookaheadScenario(items: settings.lookaheadItems, fairnessItems: settings.fairnessItems, longItems: settings.longItems)
         }
         return report
     }
@@ -447,8 +462,15 @@ final class BenchFleet {
     private var children: [ChildProcess] = []
     private let bench: Benchmark
 
-    init(_ bench: Benchmark, workers: Int, threads: Int, handler: String, lookahead: Int = 1,
-         extraBrokerArguments: [String] = []) throws {
+    convenience init(_ bench: Benchmark, workers: Int, threads: Int, handler: String, lookahead: Int? = 1,
+                     extraBrokerArguments: [String] = []) throws {
+        try self.init(bench, workers: Array(repeating: ["--bench-handler", handler], count: workers), threads: threads,
+                      lookahead: lookahead, extraBrokerArguments: extraBrokerArguments)
+    }
+
+    /// A broker and one worker per entry of `workers`, each given those handler arguments
+    /// (`["--serve", "python3 upper.py"]`); `lookahead` nil leaves the worker's default.
+    init(_ bench: Benchmark, workers: [[String]], threads: Int, lookahead: Int?, extraBrokerArguments: [String] = []) throws {
         self.bench = bench
         let tag = UInt32.random(in: 0...UInt32.max)
         let ready = "\(bench.directory)/broker-\(tag)"
@@ -458,11 +480,12 @@ final class BenchFleet {
         do {
             endpoint = try waitForReadyFile(ready, child: broker, seconds: 10)[0]
             var readyFiles: [(String, ChildProcess)] = []
-            for index in 0..<workers {
+            for (index, handler) in workers.enumerated() {
                 let file = "\(bench.directory)/worker-\(tag)-\(index)"
                 let worker = try ChildProcess(role: "worker", arguments: [
-                    "worker", "--broker", endpoint, "--threads", "\(threads)", "--lookahead", "\(lookahead)", "--bench-handler", handler,
-                    "--name", "bench-\(index + 1)", "--ready-file", file] + bench.settings.childArguments)
+                    "worker", "--broker", endpoint, "--threads", "\(threads)"] + (lookahead.map { ["--lookahead", "\($0)"] } ?? [])
+                    + handler + ["--name", "bench-\(index + 1)", "--ready-file", file] + bench.settings.childArguments,
+                    discardingOutput: true)
                 children.append(worker)
                 readyFiles.append((file, worker))
             }

@@ -11,7 +11,9 @@ final class ChildProcess {
     static let parentVariable = "DROVER_PARENT_PID"
 
     /// Starts this same executable with `arguments`.
-    init(role: String, arguments: [String]) throws {
+    /// Starts this executable with `arguments`; `discardingOutput` sends its stdout (an `--echo`
+    /// worker's printed items) to /dev/null.
+    init(role: String, arguments: [String], discardingOutput: Bool = false) throws {
         self.role = role
         let executable = Self.ownExecutable()
         var attributes = posix_spawnattr_t()
@@ -27,8 +29,12 @@ final class ChildProcess {
         environment[Self.parentVariable] = String(getpid())
         let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { envp.forEach { free($0) } }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        if discardingOutput { posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0) }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, executable, nil, &attributes, argv, envp)
+        let rc = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
         guard rc == 0 else { throw CommandFailure("cannot start \(executable) \(role): \(String(cString: strerror(rc)))") }
         self.pid = pid
     }

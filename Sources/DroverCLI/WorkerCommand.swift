@@ -96,8 +96,10 @@ struct WorkerCommand: ParsableCommand {
                 handler = NoopHandler()
             } else if benchHandler.hasPrefix("sleep:"), let ms = UInt32(benchHandler.dropFirst(6)) {
                 handler = SleepHandler(milliseconds: ms)
+            } else if benchHandler == "payload-ms" {
+                handler = PayloadSleepHandler()
             } else {
-                throw ValidationError("--bench-handler takes noop or sleep:MS")
+                throw ValidationError("--bench-handler takes noop, sleep:MS or payload-ms")
             }
         } else if let exec {
             try ExecHandler.check(exec, flag: "--exec")

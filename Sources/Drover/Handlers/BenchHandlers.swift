@@ -18,3 +18,16 @@ public struct SleepHandler: WorkHandler {
         return []
     }
 }
+
+/// A handler that sleeps as many milliseconds as its item's text says ("1000": one second)
+/// and returns nothing: a queue of mixed short and long items, for the lookahead's fairness.
+public struct PayloadSleepHandler: WorkHandler {
+    public init() {}
+    public func handle(_ item: WorkItem) throws -> [UInt8] {
+        guard let ms = UInt32(String(decoding: item.payload, as: UTF8.self)) else {
+            throw HandlerFailure("the payload-ms bench handler takes items that are a number of milliseconds")
+        }
+        usleep(ms * 1000)
+        return []
+    }
+}

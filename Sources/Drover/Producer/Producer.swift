@@ -22,7 +22,10 @@ public final class Producer {
     private let monitor: ZMQSocket
     private let logger: Logger
     /// Distinguishes this producer's item ids from every other producer's.
-    private let runID = UInt64.random(in: 1...UInt64.max)
+    /// The high half of every item id of the current run: new each run, so that a second run's
+    /// items are never taken for the first run's (the broker would answer them from its
+    /// memory of completed ids without running them).
+    private var runID = UInt64.random(in: 1...UInt64.max)
     @exclusivity(unchecked) private var welcome: Welcome?
     @exclusivity(unchecked) private var malformed = MalformedMessages()
     /// The current run, from ``begin(onOutcome:alsoWakeOn:)``; before the first, an empty
@@ -180,6 +183,7 @@ public final class Producer {
         // A loss from before this run (or between runs) is not this run's: the welcome above
         // came after it.
         while try monitor.receiveMonitorEvent(dontWait: true) != nil {}
+        if started { runID = UInt64.random(in: 1...UInt64.max) }
         session = ProducerSession(options: options, runID: runID, ports: ProducerIO(socket: socket), logger: logger, welcome: welcome)
         started = true
         pollerWithInput = nil

@@ -3,6 +3,8 @@ and collects results, and a :class:`Worker` that runs a Python function on items
 Drover broker, speaking wire protocol version 1 (:mod:`drover_client.protocol`).
 """
 
+import logging
+
 from ._support import BrokerLost, BrokerRefused, BrokerUnreachable, DroverError
 from .producer import Producer, Result
 from .worker import Handler, WorkItem, Worker
@@ -14,3 +16,6 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# A library logs; the application decides where to (the CLI logs to stderr).
+logging.getLogger("drover_client").addHandler(logging.NullHandler())

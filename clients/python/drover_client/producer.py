@@ -137,6 +137,8 @@ class Producer:
         #: Items submitted with results asked for (outside `send_and_wait`) not yet in `_results`.
         self._unreported = 0
         self._refused: Dict[bytes, str] = {}
+        #: Items in `_pending` not yet accepted.
+        self._unaccepted = 0
         self._welcome: Optional[p.Welcome] = None
         self._fatal: Optional[DroverError] = None
         self._pending_since = 0
@@ -249,6 +251,7 @@ class Producer:
                 if not self._pending:
                     self._pending_since = monotonic_ms()
                 self._pending[item_id] = _Pending(payload, queue, want_results, sink=sink)
+                self._unaccepted += 1
                 self._to_send.append(item_id)
                 if want_results and sink is None:
                     self._unreported += 1
@@ -285,12 +288,9 @@ class Producer:
         returns the refused ones since the last call, with the reason. Items submitted with
         results asked for may count as accepted by their result arriving first.
         """
-        def settled() -> bool:
-            return self._fatal is not None or all(item.accepted for item in self._pending.values())
         with self._changed:
-            if not self._changed.wait_for(settled, timeout):
-                waiting = sum(1 for item in self._pending.values() if not item.accepted)
-                raise TimeoutError(f"{waiting} items not yet accepted after {timeout:g} s")
+            if not self._changed.wait_for(lambda: self._fatal is not None or self._unaccepted == 0, timeout):
+                raise TimeoutError(f"{self._unaccepted} items not yet accepted after {timeout:g} s")
             self._raise_if_failed()
             refused, self._refused = self._refused, {}
             return refused
@@ -390,14 +390,14 @@ class Producer:
                 if item is None:
                     continue
                 if item.want_results:
-                    item.accepted = True
+                    self._mark_accepted(item)
                 else:
-                    del self._pending[item_id]
+                    self._forget(item_id)
         elif isinstance(message, p.Rejected):
             self._rejected(message, now)
         elif isinstance(message, p.Result):
             for outcome in message.outcomes:
-                item = self._pending.pop(outcome.id, None)
+                item = self._forget(outcome.id)
                 if item is not None and item.want_results:
                     self._report(outcome.id, item, Result(outcome.id, outcome.succeeded, outcome.payload))
         elif isinstance(message, p.Error):
@@ -422,8 +422,20 @@ class Producer:
             else:
                 self._refuse(item_id, item, f"refused by the broker: {message.reason}")
 
+    def _mark_accepted(self, item: _Pending) -> None:
+        if not item.accepted:
+            item.accepted = True
+            self._unaccepted -= 1
+
+    def _forget(self, item_id: bytes) -> Optional[_Pending]:
+        """Takes an item off the books (it is safe, or refused); returns it, or ``None``."""
+        item = self._pending.pop(item_id, None)
+        if item is not None and not item.accepted:
+            self._unaccepted -= 1
+        return item
+
     def _refuse(self, item_id: bytes, item: _Pending, reason: str) -> None:
-        del self._pending[item_id]
+        self._forget(item_id)
         self._refused[item_id] = reason
         if item.want_results:
             self._report(item_id, item, Result(item_id, False, reason.encode("utf-8")))
@@ -447,6 +459,7 @@ class Producer:
     def _offer_everything_again(self) -> None:
         for item in self._pending.values():
             item.accepted = False
+        self._unaccepted = len(self._pending)
         self._to_send = collections.deque(sorted(self._pending))
         self._retry = []
         self._retry_at = 0

@@ -204,7 +204,10 @@ class WorkerSession:
             # A registration starts with no credit: the grant below covers every free slot,
             # including those freed by outcomes the broker has not heard of yet.
             self.credit_owed = 0
-        if self.phase is not _Phase.SERVING and self.unsent_hand_back is None:
+        was_serving = self.phase is _Phase.SERVING
+        # First the fleet state: a worker that joins an exiting fleet grants no credit at all.
+        self._apply_fleet(welcome.fleet, "broker", now)
+        if not was_serving and self.unsent_hand_back is None:
             # `hello` cleared the broker's "draining" mark: tell it again that we take no more.
             self.unsent_hand_back = []
         self._flush(now)
@@ -212,7 +215,6 @@ class WorkerSession:
             free = self.capacity - len(self.held)
             if free > 0:
                 self._send(p.Credit(free), now)
-        self._apply_fleet(welcome.fleet, "broker", now)
 
     def _deliver(self, deliveries: Sequence[p.Delivery], now: int) -> None:
         taken: List[p.Delivery] = []

@@ -94,7 +94,7 @@ class WorkerSessionTests(unittest.TestCase):
     def test_silence_past_the_brokers_liveness_registers_again(self) -> None:
         session = self.registered()
         self.ports.take()
-        self.assertIsNone(session.timers(1000))
+        self.assertIsNone(session.timers(1001))
         self.assertEqual(self.ports.take(), [p.Heartbeat()], "a heartbeat after a quiet interval")
         self.assertIsNone(session.timers(3002))
         self.assertEqual(self.ports.take(), [p.Hello(p.Role.WORKER, "w", "default", 2)], "3000 ms from welcome's liveness-ms")
