@@ -40,6 +40,16 @@ extension ProcessTests {
             #expect((scaling["efficiencyPercent"] as? Double ?? 0) > 0)
             let memory = try #require(report["memory"] as? [String: Any])
             #expect(((memory["bytesPerItem"] as? [String: Double])?["median"] ?? 0) > 0)
+            let handlers = try #require(report["handlers"] as? [String: Any])
+            for key in ["serve", "exec", "seedPattern"] {
+                #expect(((handlers[key] as? [String: Double])?["median"] ?? 0) > 0, "\(key)")
+            }
+            #expect((handlers["serveOverExec"] as? Double ?? 0) > 1, "a kept process beats a process per item")
+            let lookahead = try #require(report["lookahead"] as? [String: Any])
+            #expect((lookahead["fixed"] as? [[String: Any]])?.compactMap { $0["lookahead"] as? Int } == [1, 64, 4096])
+            let share = try #require((lookahead["fastWorkerShare"] as? [String: Double])?["median"])
+            #expect(share > 0.5, "beside a 0.5 s worker, the fast one runs most items with default flags")
+            #expect(((lookahead["mixedSecondsAuto"] as? [String: Double])?["median"] ?? 0) > 0)
         }
 
         @Test("--no-raw measures Drover alone: its figures are there, the raw ones and the ratio are not")

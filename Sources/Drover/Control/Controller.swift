@@ -214,7 +214,8 @@ struct ControllerLoop {
                 watch.reported.insert(gone.name)
                 if gone.how != "bye" {
                     watch.unconfirmed.append(gone.name)
-                } else if gone.byeCode == ByeCode.deadlinePassed.rawValue {
+                } else if gone.byeCode != ByeCode.drained.rawValue {
+                    // It left without finishing its items: past the deadline, or stopped at once.
                     watch.pastDeadline.append(gone.name)
                 } else {
                     watch.confirmed += 1
