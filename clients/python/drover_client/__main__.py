@@ -17,7 +17,8 @@ import sys
 import threading
 from typing import Dict, Iterator, List, Optional
 
-from . import protocol
+import zmq
+
 from ._support import DroverError
 from .producer import Producer, Result
 from .worker import Handler, Worker
@@ -71,7 +72,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command == "worker":
             return run_worker(args)
         return run_send(args)
-    except (DroverError, ValueError, TimeoutError) as error:
+    except (DroverError, ValueError, TimeoutError, ImportError, zmq.ZMQError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 
@@ -89,7 +90,7 @@ def load_handler(spec: str) -> Handler:
         handler = getattr(handler, part)
     if not callable(handler):
         raise ValueError(f"{spec} is not callable")
-    return handler  # type: ignore[return-value]
+    return handler
 
 
 def run_worker(args: argparse.Namespace) -> int:

@@ -6,9 +6,14 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import zmq
+
+if TYPE_CHECKING:
+    #: pyzmq's socket and context types, as the annotations here use them.
+    Socket = zmq.Socket[bytes]
+    Context = zmq.Context[zmq.Socket[bytes]]
 
 __all__ = ["DroverError", "BrokerUnreachable", "BrokerLost", "BrokerRefused",
            "monotonic_ms", "default_peer_name", "Wakeup", "write_ready_file"]
@@ -80,7 +85,7 @@ class Wakeup:
                 pass
 
 
-def write_ready_file(path: str, lines: list) -> None:
+def write_ready_file(path: str, lines: List[str]) -> None:
     """Writes ``lines`` to ``path`` atomically (a temporary file, then a rename)."""
     temporary = f"{path}.tmp"
     with open(temporary, "w", encoding="utf-8") as handle:
@@ -88,7 +93,7 @@ def write_ready_file(path: str, lines: list) -> None:
     os.replace(temporary, path)
 
 
-def configure_broker_socket(sock: zmq.Socket, *, immediate: bool, heartbeat_ms: int, liveness: int,
+def configure_broker_socket(sock: Socket, *, immediate: bool, heartbeat_ms: int, liveness: int,
                             routing_id: Optional[bytes] = None) -> None:
     """The options a producer's or worker's DEALER to the broker sets before connecting.
 

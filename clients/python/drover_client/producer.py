@@ -20,7 +20,7 @@ import logging
 import secrets
 import threading
 from dataclasses import dataclass
-from typing import Deque, Dict, Iterable, Iterator, List, NamedTuple, Optional, Union
+from typing import TYPE_CHECKING, Deque, Dict, Iterable, Iterator, List, NamedTuple, Optional, Union
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -28,6 +28,9 @@ from zmq.utils.monitor import recv_monitor_message
 from . import protocol as p
 from ._support import (BrokerLost, BrokerRefused, BrokerUnreachable, DroverError, Wakeup,
                        configure_broker_socket, default_peer_name, monotonic_ms)
+
+if TYPE_CHECKING:
+    from ._support import Context, Socket
 
 __all__ = ["Producer", "Result"]
 
@@ -107,7 +110,7 @@ class Producer:
     def __init__(self, broker: str, *, queue: str = "default", name: Optional[str] = None,
                  connect_timeout: float = 5.0, reconnect_timeout: float = 60.0, window: int = 10_000,
                  batch_items: int = 256, batch_bytes: int = 256 * 1024,
-                 context: Optional[zmq.Context] = None) -> None:
+                 context: Optional[Context] = None) -> None:
         problem = p.queue_name_problem(queue)
         if problem:
             raise ValueError(f"queue: {problem}")
@@ -143,6 +146,7 @@ class Producer:
         self._fatal: Optional[DroverError] = None
         self._pending_since = 0
         self._closing = False
+        self._closed = False
 
         # The I/O thread's own state.
         self._wakeup = Wakeup()
@@ -195,8 +199,12 @@ class Producer:
             return self._welcome
 
     def close(self) -> None:
-        """Stops the I/O thread and closes the connection. Unfinished items are abandoned."""
+        """Stops the I/O thread and closes the connection. Unfinished items are abandoned.
+        Calling it again does nothing."""
         with self._changed:
+            if self._closed:
+                return
+            self._closed = True
             self._closing = True
             self._changed.notify_all()
         self._wakeup.signal()
@@ -350,7 +358,7 @@ class Producer:
             monitor.close(linger=0)
             sock.close()
 
-    def _send(self, sock: zmq.Socket, message: p.Message) -> bool:
+    def _send(self, sock: Socket, message: p.Message) -> bool:
         """Sends without blocking; ``False`` when the pipe is full (nothing was sent)."""
         try:
             sock.send_multipart(p.encode(message), flags=zmq.NOBLOCK, copy=False)
@@ -359,7 +367,7 @@ class Producer:
         self._last_sent = monotonic_ms()
         return True
 
-    def _receive_all(self, sock: zmq.Socket) -> None:
+    def _receive_all(self, sock: Socket) -> None:
         while True:
             try:
                 frames = sock.recv_multipart(flags=zmq.NOBLOCK)
@@ -372,7 +380,7 @@ class Producer:
                 continue
             self._received(message, sock)
 
-    def _received(self, message: p.Message, sock: zmq.Socket) -> None:
+    def _received(self, message: p.Message, sock: Socket) -> None:
         now = monotonic_ms()
         self._last_heard = now
         if isinstance(message, p.Welcome):
@@ -464,7 +472,7 @@ class Producer:
         self._retry = []
         self._retry_at = 0
 
-    def _keep_alive(self, sock: zmq.Socket, now: int) -> None:
+    def _keep_alive(self, sock: Socket, now: int) -> None:
         """``hello`` when nothing else went out for a heartbeat (its ``welcome`` says whether
         the broker restarted); notices a broker silent past its liveness window."""
         welcome = self._welcome
@@ -486,7 +494,7 @@ class Producer:
                     f"lost the broker at {self.broker}: no answer for {self.reconnect_timeout:g} s "
                     f"with {len(self._pending)} items unfinished")
 
-    def _send_due(self, sock: zmq.Socket, now: int) -> None:
+    def _send_due(self, sock: Socket, now: int) -> None:
         """Sends the items waiting to go, in batches of one queue and one flag value."""
         if not self._link_up or self._welcome is None:
             return

@@ -30,7 +30,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Callable, Iterable, List, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Iterable, List, Sequence, Tuple, TypeVar, Union
 
 __all__ = [
     "VERSION", "SIGNATURE", "MAX_NAME_BYTES", "ID_BYTES", "PACKED_FRAME_BYTES",
@@ -630,13 +630,13 @@ class _Arguments:
         return self.sized(1, what)[0]
 
     def u16(self, what: str) -> int:
-        return _U16.unpack(self.sized(2, what))[0]
+        return int(_U16.unpack(self.sized(2, what))[0])
 
     def u32(self, what: str) -> int:
-        return _U32.unpack(self.sized(4, what))[0]
+        return int(_U32.unpack(self.sized(4, what))[0])
 
     def u64(self, what: str) -> int:
-        return _U64.unpack(self.sized(8, what))[0]
+        return int(_U64.unpack(self.sized(8, what))[0])
 
     def text(self, what: str) -> str:
         frame = self.raw(what)
@@ -678,7 +678,7 @@ class _Arguments:
             raise self.fail("frame-size", f"a delivery list is a multiple of {REF_BYTES} bytes, got {len(raw)}")
         return [Ref(*_REF.unpack_from(raw, at)) for at in range(0, len(raw), REF_BYTES)]
 
-    def records(self, header: struct.Struct, build: Callable[[Tuple, bytes], _R], what: str) -> List[_R]:
+    def records(self, header: struct.Struct, build: Callable[[Tuple[Any, ...], bytes], _R], what: str) -> List[_R]:
         """The remaining frames as packed records: each a fixed header ending in a 4-byte
         payload length, then the payload. A record cut short fails the whole message."""
         out: List[_R] = []
@@ -700,7 +700,7 @@ class _Arguments:
         return out
 
     def outcomes(self) -> List[Outcome]:
-        def build(fields: Tuple, payload: bytes) -> Outcome:
+        def build(fields: Tuple[Any, ...], payload: bytes) -> Outcome:
             item_id, attempt, status, _ = fields
             try:
                 return Outcome(item_id, attempt, Status(status), payload)

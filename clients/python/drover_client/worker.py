@@ -16,13 +16,16 @@ import os
 import signal
 import threading
 from dataclasses import dataclass
-from typing import Callable, Deque, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Deque, List, Optional, Sequence, Union
 
 import zmq
 
 from . import protocol as p
 from ._support import (Wakeup, configure_broker_socket, default_peer_name, monotonic_ms, write_ready_file)
 from .worker_session import DEFAULT_HEARTBEAT_MS, DEFAULT_LIVENESS, WorkerExit, WorkerPorts, WorkerSession
+
+if TYPE_CHECKING:
+    from ._support import Context, Socket
 
 __all__ = ["Worker", "WorkItem", "WorkerExit", "Handler"]
 
@@ -121,7 +124,7 @@ class _HandlerPool:
 class _Ports(WorkerPorts):
     """The session's ports over the real socket and handler pool."""
 
-    def __init__(self, worker: "Worker", sock: zmq.Socket, pool: _HandlerPool) -> None:
+    def __init__(self, worker: "Worker", sock: Socket, pool: _HandlerPool) -> None:
         self.worker = worker
         self.sock = sock
         self.pool = pool
@@ -172,7 +175,7 @@ class Worker:
     def __init__(self, broker: str, handler: Handler, queue: str = "default", threads: int = 2,
                  lookahead: int = 1, control: Optional[str] = None, *, name: Optional[str] = None,
                  drain_deadline: float = 30.0, ready_file: Optional[str] = None,
-                 context: Optional[zmq.Context] = None) -> None:
+                 context: Optional[Context] = None) -> None:
         problem = p.queue_name_problem(queue)
         if problem:
             raise ValueError(f"queue: {problem}")
@@ -251,7 +254,7 @@ class Worker:
         configure_broker_socket(sock, immediate=True, heartbeat_ms=DEFAULT_HEARTBEAT_MS, liveness=DEFAULT_LIVENESS,
                                 routing_id=b"w-" + os.urandom(12))
         sock.connect(self.broker)
-        sub: Optional[zmq.Socket] = None
+        sub: Optional[Socket] = None
         if self.control:
             sub = context.socket(zmq.SUB)
             sub.setsockopt(zmq.LINGER, 0)
@@ -272,7 +275,7 @@ class Worker:
             pool.close(join_seconds=5 if drained else None)
             log.info("worker exited: %s", exit.reason if exit else "error")
 
-    def _loop(self, sock: zmq.Socket, sub: Optional[zmq.Socket], pool: _HandlerPool) -> WorkerExit:
+    def _loop(self, sock: Socket, sub: Optional[Socket], pool: _HandlerPool) -> WorkerExit:
         ports = _Ports(self, sock, pool)
         session = WorkerSession(name=self.name, queue=self.queue, threads=self.threads, lookahead=self.lookahead,
                                 ports=ports, now=monotonic_ms())
@@ -311,7 +314,7 @@ class Worker:
                 return exit
 
     @staticmethod
-    def _receive(sock: zmq.Socket, source: str) -> List[p.Message]:
+    def _receive(sock: Socket, source: str) -> List[p.Message]:
         messages: List[p.Message] = []
         while True:
             try:

@@ -16,7 +16,8 @@ Registration
 
 Serving
     Credit = threads + lookahead slots. Each ``done`` carries outcomes and the credit their
-    slots freed. Deliveries beyond the free slots are handed back.
+    slots freed. Deliveries beyond the free slots (sent against an earlier registration's
+    credit) are run too, and the slots they overdraw are not granted again.
 
 Draining (SIGTERM, :meth:`Worker.drain`, or fleet state ``exiting`` from the broker or the
 controller)
@@ -217,19 +218,22 @@ class WorkerSession:
                 self._send(p.Credit(free), now)
 
     def _deliver(self, deliveries: Sequence[p.Delivery], now: int) -> None:
-        taken: List[p.Delivery] = []
-        if self.phase is _Phase.SERVING:
-            free = self.capacity - len(self.held)
-            taken = list(deliveries[:max(free, 0)])
-            for d in taken:
-                self.held[p.Ref(d.id, d.attempt)] = None
-            if taken:
-                self.ports.run(taken)
-        refused = [p.Ref(d.id, d.attempt) for d in deliveries[len(taken):]]
-        if refused:
-            if self.phase is _Phase.SERVING:
-                log.error("the broker sent %d items more than this worker's credit; handing them back", len(refused))
-            self._hand_back(refused, now)
+        if self.phase is _Phase.LEAVING and self.bye_sent_at is not None:
+            return  # crossed our goodbye, which returns them to the queue
+        if self.phase is not _Phase.SERVING:
+            # Crossed our hand-back in flight: they go back too.
+            self._hand_back([p.Ref(d.id, d.attempt) for d in deliveries], now)
+            return
+        for d in deliveries:
+            self.held[p.Ref(d.id, d.attempt)] = None
+        # More than our slots happens when deliveries sent against the credit of an earlier
+        # registration arrive after a new one was granted. They are run, not handed back: a
+        # `hand-back` would mark this worker draining at the broker, which would then send it
+        # nothing more. No credit is granted until the worker is back under its capacity.
+        if len(self.held) > self.capacity:
+            log.info("holding %d items beyond this worker's %d slots (deliveries crossed a new registration)",
+                     len(self.held) - self.capacity, self.capacity)
+        self.ports.run(deliveries)
 
     # MARK: Work
 
@@ -237,6 +241,7 @@ class WorkerSession:
         """Outcomes from the handler threads: their slots are free again. An outcome of an
         item already handed back (its deadline passed) is dropped: the broker would count
         it stale."""
+        free_before = max(self.capacity - len(self.held), 0)
         kept = []
         for outcome in outcomes:
             ref = p.Ref(outcome.id, outcome.attempt)
@@ -246,7 +251,8 @@ class WorkerSession:
         if not kept:
             return
         if self.phase is _Phase.SERVING:
-            self.credit_owed += len(kept)
+            # One credit per slot freed under the capacity (none while holding extra items).
+            self.credit_owed += max(self.capacity - len(self.held), 0) - free_before
         self.unsent_outcomes.extend(kept)
         self._flush(now)
 

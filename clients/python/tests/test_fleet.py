@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import json
 import signal
+import sys
 import unittest
 from typing import Dict, List
 
@@ -52,6 +53,24 @@ class PythonProducerTests(unittest.TestCase):
         executed = [line for line in echo1.stdout.split("\n") + echo2.stdout.split("\n") if line.startswith("item-")]
         self.assertEqual(collections.Counter(executed), collections.Counter(items), "every item ran exactly once")
         self.assertTrue(echo1.stdout and echo2.stdout, "both workers took part")
+
+    def test_python_send_cli_prints_each_result(self) -> None:
+        sandbox = Sandbox(self)
+        _, broker = sandbox.broker()
+        sandbox.swift_worker("shout", broker, ["--threads", "2", "--exec", "tr a-z A-Z"])
+        words = [f"line{n}" for n in range(40)]
+        sent = sandbox.start("send", [sys.executable, "-m", "drover_client", "send", "--broker", broker, "--wait"],
+                             stdin="\n".join(words) + "\n\n")
+        self.assertEqual(sent.wait(60), 0, sent.stderr)
+        self.assertEqual(sorted(line for line in sent.stdout.split("\n") if line), sorted(upper(words)))
+        self.assertIn("40 items: 40 accepted", sent.stderr)
+        self.assertIn("40 succeeded, 0 failed", sent.stderr)
+
+        queued = sandbox.start("send-queued", [sys.executable, "-m", "drover_client", "send", "--broker", broker,
+                                               "--queue", "later", "a", "b", "c"])
+        self.assertEqual(queued.wait(30), 0, queued.stderr)
+        self.assertEqual(queued.stdout, "", "without --wait nothing is printed on stdout")
+        self.assertEqual({q["name"]: q["queued"] for q in sandbox.status(broker)["queues"]}.get("later"), 3)
 
     def test_an_unreachable_broker_is_reported_by_address(self) -> None:
         sandbox = Sandbox(self)
@@ -166,6 +185,38 @@ class PythonWorkerTests(unittest.TestCase):
         victim_runs = [r for r in sandbox.ledger() if r[2] == "victim"]
         self.assertGreater(len(victim_runs), 0, "the victim was running items when it was killed")
 
+    def test_a_python_worker_registers_again_with_a_restarted_broker(self) -> None:
+        sandbox = Sandbox(self)
+        first, broker = sandbox.broker(["--heartbeat-ms", "200"])
+        worker = sandbox.python_worker("py", broker, "fleet_handlers:upper", ["--threads", "2"])
+        kill_hard(first)
+        sandbox.broker(["--heartbeat-ms", "200"], bind=broker)
+        sent = sandbox.run_drover(["send", "--broker", broker, "--wait", "after", "restart"], timeout=30)
+        self.assertEqual(sent.status, 0, sent.stderr)
+        self.assertEqual(sorted(sent.lines), ["AFTER", "RESTART"])
+        self.assertEqual({r[2] for r in sandbox.ledger()}, {"py"})
+        self.assertIsNone(worker.exit_status)
+        self.assertIn("registering again", worker.stderr)
+
+    def test_a_second_signal_stops_at_once_and_the_broker_redelivers(self) -> None:
+        sandbox = Sandbox(self)
+        _, broker = sandbox.broker()
+        worker = sandbox.python_worker("slow", broker, "fleet_handlers:sleepy", ["--threads", "1"],
+                                       environment={"SLEEP_SECONDS": "20"})
+        with Producer(broker) as producer:
+            producer.submit(["long"], want_results=False)
+            self.assertEqual(producer.wait_accepted(timeout=10), {})
+        self.assertTrue(eventually(lambda: len(sandbox.ledger()) == 1, 10), "the item started")
+        worker.signal(signal.SIGTERM)
+        self.assertTrue(eventually(lambda: "draining" in worker.stderr, 10))
+        self.assertIsNone(worker.exit_status, "a drain waits for the running item")
+        worker.signal(signal.SIGINT)
+        self.assertEqual(worker.wait(10), 2, "exit status 2: stopped at once")
+        books = sandbox.status(broker)
+        departed = {d["name"]: d for d in books["departed"]}
+        self.assertEqual((departed["slow"]["how"], departed["slow"].get("byeCode")), ("bye", 3))
+        self.assertEqual(books["queues"][0]["queued"], 1, "its item is back in the queue at once")
+
     def test_drain_deadline_hands_running_items_back(self) -> None:
         sandbox = Sandbox(self)
         _, broker = sandbox.broker()
@@ -179,7 +230,7 @@ class PythonWorkerTests(unittest.TestCase):
         self.assertEqual(worker.wait(20), 3, "exit status 3: the deadline passed")
         books = sandbox.status(broker)
         departed = {d["name"]: d for d in books["departed"]}
-        self.assertEqual(departed["slow"]["how"], "bye")
+        self.assertEqual((departed["slow"]["how"], departed["slow"].get("byeCode")), ("bye", 2))
         self.assertEqual(departed["slow"]["reason"], "drain deadline passed")
         self.assertEqual(books["queues"][0]["queued"], 1, "the running item went back to the queue")
         self.assertEqual(books["queues"][0]["leased"], 0)
@@ -222,6 +273,10 @@ class CoordinatedExitTests(unittest.TestCase):
         self.assertEqual({n: departed[n]["how"] for n in departed}, {w.name: "bye" for w in workers})
         self.assertEqual({d["name"] for d in books["departed"] if d["reason"].startswith("fleet exit")},
                          {w.name for w in workers}, "each learned of the exit (py-broker-only from the broker)")
+
+        late = sandbox.python_worker("py-late", broker, "fleet_handlers:slow_upper")
+        self.assertEqual(late.wait(15), 0, f"a worker joining an exiting fleet leaves at once: {late.stderr}")
+        self.assertEqual(sandbox.status(broker)["queues"][0]["queued"], queue["queued"], "and takes nothing")
 
 
 class WireTests(unittest.TestCase):

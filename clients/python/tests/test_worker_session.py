@@ -66,12 +66,24 @@ class WorkerSessionTests(unittest.TestCase):
         session.received(welcome(), 2)
         self.assertEqual(self.ports.take(), [], "two hellos crossed in flight: no second grant")
 
-    def test_deliveries_past_the_credit_are_handed_back(self) -> None:
+    def test_deliveries_past_the_credit_are_run_and_their_slots_not_granted_again(self) -> None:
         session = self.registered(threads=1, lookahead=0)
         self.ports.take()
         session.received(p.Deliver([delivery(1), delivery(2)]), 2)
-        self.assertEqual(self.ports.queued, [delivery(1)])
-        self.assertEqual(self.ports.take(), [p.HandBack([p.Ref(delivery(2).id, 1)])])
+        self.assertEqual(self.ports.queued, [delivery(1), delivery(2)])
+        self.assertEqual(self.ports.take(), [], "no hand-back: it would stop the broker sending work")
+        session.finished([success(delivery(1))], 3)
+        self.assertEqual(self.ports.take(), [p.Done(0, [success(delivery(1))])], "still at capacity: no credit")
+        session.finished([success(delivery(2))], 4)
+        self.assertEqual(self.ports.take(), [p.Done(1, [success(delivery(2))])])
+
+    def test_deliveries_while_draining_are_handed_back(self) -> None:
+        session = self.registered()
+        session.drain("SIGTERM", 1000, 2)
+        self.ports.take()
+        session.received(p.Deliver([delivery(3)]), 3)
+        self.assertEqual(self.ports.take(), [p.HandBack([p.Ref(delivery(3).id, 1)])])
+        self.assertEqual(self.ports.queued, [])
 
     def test_outcomes_carry_the_credit_they_free(self) -> None:
         session = self.registered()
@@ -111,6 +123,14 @@ class WorkerSessionTests(unittest.TestCase):
         self.assertIsNone(session.timers(5))
         self.assertEqual(self.ports.take(), [p.Bye(p.ByeCode.DRAINED, "SIGTERM")])
         self.assertEqual(session.received(p.Bye(p.ByeCode.ACKNOWLEDGED, "ok"), 6), WorkerExit(p.ByeCode.DRAINED, "SIGTERM"))
+
+    def test_deliveries_that_cross_the_goodbye_are_left_to_it(self) -> None:
+        session = self.registered()
+        session.drain("SIGTERM", 1000, 2)
+        session.timers(3)
+        self.assertEqual(self.ports.take()[-1], p.Bye(p.ByeCode.DRAINED, "SIGTERM"))
+        session.received(p.Deliver([delivery(4)]), 4)
+        self.assertEqual(self.ports.take(), [], "the broker returns them at the bye; a hand-back now would get error 3")
 
     def test_the_drain_deadline_hands_running_items_back(self) -> None:
         session = self.registered(threads=1, lookahead=0)
