@@ -193,7 +193,10 @@ struct WorkerSession<Ports: WorkerPorts> {
                 if sizer.capacity != before { ports.resized(capacity: sizer.capacity) }
             }
             jobs.reserveCapacity(deliveries.count)
-            for d in deliveries.prefix(credit) {
+            // Deliveries beyond the credit we counted (sent against a grant from before a new
+            // registration) are leases all the same: held while slots are free, since a
+            // hand-back also tells the broker to send no more.
+            for d in deliveries {
                 guard let slot = inPool.hold(d) else { break }
                 jobs.append(HeldJob(slot: slot, delivery: d))
             }
