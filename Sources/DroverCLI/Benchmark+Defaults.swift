@@ -99,13 +99,7 @@ extension Benchmark {
         defer { fleet.stop() }
         let producer = try fleet.producer(wait: true)
         _ = try producer.send((0..<4).map { Array("warm-\($0)".utf8) })  // starts the handler processes
-        let start = DispatchTime.now().uptimeNanoseconds
-        let summary = try producer.send((0..<items).lazy.map { Array("item-\($0)".utf8) })
-        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        guard summary.succeeded == items else {
-            throw CommandFailure("bench: \(items) items sent to \(handler.joined(separator: " ")) but \(summary.succeeded) completed")
-        }
-        return Double(items) / seconds
+        return Double(items) / (try Self.secondsToComplete(producer, (0..<items).lazy.map { Array("item-\($0)".utf8) }, count: items))
     }
 
     private func seedPatternThroughput(_ script: String, items: Int) throws -> Double {
@@ -148,10 +142,7 @@ extension Benchmark {
         defer { fleet.stop() }
         let producer = try fleet.producer(wait: true)
         let payload = [UInt8](repeating: 0x61, count: 16)
-        let start = DispatchTime.now().uptimeNanoseconds
-        let summary = try producer.send(repeatElement(payload, count: items))
-        guard summary.succeeded == items else { throw CommandFailure("bench: \(items) items sent but \(summary.succeeded) completed") }
-        return Double(items) / (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        return Double(items) / (try Self.secondsToComplete(producer, repeatElement(payload, count: items), count: items))
     }
 
     /// One worker whose items take 0.5 s and one `--echo` worker, both with default flags: the
@@ -160,8 +151,7 @@ extension Benchmark {
         let fleet = try BenchFleet(self, workers: [["--bench-handler", "sleep:500"], ["--echo"]], threads: 2, lookahead: nil)
         defer { fleet.stop() }
         let producer = try fleet.producer(wait: true)
-        let summary = try producer.send((0..<items).lazy.map { Array("\($0)".utf8) })
-        guard summary.succeeded == items else { throw CommandFailure("bench: \(items) items sent but \(summary.succeeded) completed") }
+        _ = try Self.secondsToComplete(producer, (0..<items).lazy.map { Array("\($0)".utf8) }, count: items)
         let status = try ControlClient(endpoint: fleet.endpoint, role: "broker", timeoutSeconds: 10, context: context).status()
         let fast = status.workers.first { $0.name == "bench-2" }?.completed ?? 0
         return Double(fast) / Double(items)
@@ -174,10 +164,7 @@ extension Benchmark {
         defer { fleet.stop() }
         let producer = try fleet.producer(wait: true)
         let items = (0..<(longItems * 100)).map { Array(($0 % 100 == 0 ? "1000" : "1").utf8) }
-        let start = DispatchTime.now().uptimeNanoseconds
-        let summary = try producer.send(items)
-        guard summary.succeeded == items.count else { throw CommandFailure("bench: \(items.count) items sent but \(summary.succeeded) completed") }
-        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        return try Self.secondsToComplete(producer, items, count: items.count)
     }
 }
 

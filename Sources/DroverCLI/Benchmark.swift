@@ -223,13 +223,19 @@ struct Benchmark {
         defer { fleet.stop() }
         let producer = try fleet.producer(wait: true)
         let payload = [UInt8](repeating: 0x61, count: size)
+        return Double(count) / (try Self.secondsToComplete(producer, repeatElement(payload, count: count), count: count))
+    }
+
+    /// Sends the `count` items through `producer` and waits for every outcome; the seconds that
+    /// took. Fails unless every item succeeded.
+    static func secondsToComplete<S: Sequence>(_ producer: Producer, _ items: S, count: Int) throws -> Double where S.Element == [UInt8] {
         let start = DispatchTime.now().uptimeNanoseconds
-        let summary = try producer.send(repeatElement(payload, count: count))
+        let summary = try producer.send(items)
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         guard summary.succeeded == count else {
             throw CommandFailure("bench: \(count) items sent but \(summary.succeeded) completed (\(summary.failed) failed, \(summary.rejected.count) refused)")
         }
-        return Double(count) / seconds
+        return seconds
     }
 
     /// Messages/s through producer PUSH → forwarder PULL/PUSH → consumers PULL, counted at the consumers.
@@ -362,10 +368,7 @@ struct Benchmark {
                                    handler: "sleep:\(settings.scalingSleepMilliseconds)")
         defer { fleet.stop() }
         let producer = try fleet.producer(wait: true)
-        let start = DispatchTime.now().uptimeNanoseconds
-        let summary = try producer.send(repeatElement([UInt8](repeating: 0x61, count: 16), count: count))
-        guard summary.succeeded == count else { throw CommandFailure("bench: \(count) items sent but \(summary.succeeded) completed") }
-        return Double(count) / (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        return Double(count) / (try Self.secondsToComplete(producer, repeatElement([UInt8](repeating: 0x61, count: 16), count: count), count: count))
     }
 
     /// Broker resident bytes per queued item.

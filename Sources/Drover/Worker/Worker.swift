@@ -117,8 +117,7 @@ public final class Worker: Sendable {
             return HandlerPool(threads: options.threads, capacity: capacity, name: "drover-handler") { [self] job, pool in
                 let item = workItem(job.delivery)
                 let started = monotonicMicroseconds()
-                let result = Result { try handler.handle(item) }
-                finished(job, Self.outcome(item, result), since: started, pool: pool)
+                finished(job, Self.run(handler, item), since: started, pool: pool)
             }
         }
         return HandlerPool(threads: options.threads, capacity: capacity, name: "drover-handler", batch: batch) {

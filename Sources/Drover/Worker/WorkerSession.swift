@@ -187,11 +187,7 @@ struct WorkerSession<Ports: WorkerPorts> {
         if case .serving = phase {
             // They used up all the credit the broker held (it has more), and found no job
             // waiting for a thread: the threads ran dry during the round trip.
-            if deliveries.count >= credit && credit > 0 && ports.queuedInPool == 0 {
-                let before = sizer.capacity
-                sizer.starved()
-                if sizer.capacity != before { ports.resized(capacity: sizer.capacity) }
-            }
+            if deliveries.count >= credit && credit > 0 && ports.queuedInPool == 0 { resize { $0.starved() } }
             jobs.reserveCapacity(deliveries.count)
             // Deliveries beyond the credit we counted (sent against a grant from before a new
             // registration) are leases all the same: held while slots are free, since a
@@ -223,10 +219,15 @@ struct WorkerSession<Ports: WorkerPorts> {
             inPool.release(job.slot, id: job.outcome.id, attempt: job.outcome.attempt)
             outcomes.append(job.outcome)
         }
-        let before = sizer.capacity
-        sizer.finished(microseconds: jobs.lazy.map(\.microseconds))
-        if sizer.capacity != before { ports.resized(capacity: sizer.capacity) }
+        resize { $0.finished(microseconds: jobs.lazy.map(\.microseconds)) }
         report(outcomes, grantingCredit: true, now: now)
+    }
+
+    /// Updates the lookahead, telling the ports when the capacity changes.
+    private mutating func resize(_ update: (inout LookaheadSizer) -> Void) {
+        let before = sizer.capacity
+        update(&sizer)
+        if sizer.capacity != before { ports.resized(capacity: sizer.capacity) }
     }
 
     /// Sends outcomes, with credit for the slots free under the capacity (while serving), or

@@ -97,8 +97,8 @@ extension Dispatcher {
     }
 
     /// Declares dead every worker silent for longer than the liveness window; returns their names.
-    @discardableResult
     /// Producers silent as long are forgotten: their next `submit` is answered with error 3.
+    @discardableResult
     public mutating func expireSilentWorkers(now: Int64) -> [String] {
         introducedProducers = introducedProducers.filter { now - $0.value <= limits.workerLivenessMilliseconds }
         let silent = workers.filter { now - $0.value.lastSeen > limits.workerLivenessMilliseconds }
