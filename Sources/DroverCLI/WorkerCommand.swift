@@ -55,10 +55,10 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Seconds one item may run. Past it an --exec or --serve handler is killed (its whole process group) and the item fails with \"timed out\", retried per the queue's policy. Default: no limit.")
     var itemTimeout: Double?
 
-    @Option(help: "Heartbeat interval towards the broker, in milliseconds.")
+    @Option(help: "Heartbeat interval towards the broker, in milliseconds (shorter if the broker asks for it).")
     var heartbeatMs: Int32 = 1000
 
-    @Option(help: "Heartbeat intervals of broker silence after which the worker registers again.")
+    @Option(help: "Heartbeat intervals of broker silence after which the worker registers again, until the broker's welcome gives its own window.")
     var liveness: Int32 = 3
 
     @Option(help: "Write this worker's name to this file once it is registered with the broker, then refresh the file's modification time every heartbeat while the worker runs (a liveness probe can check it).")

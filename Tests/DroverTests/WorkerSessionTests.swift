@@ -154,6 +154,24 @@ struct WorkerSessionTests {
         #expect(session.ports.take().count == 1, "a hello")
     }
 
+    @Test("the broker's heartbeat and liveness from its welcome are used: a broker asking for 200 ms gets heartbeats every 200 ms")
+    func brokerTimings() {
+        var options = WorkerOptions(broker: "tcp://127.0.0.1:1")
+        options.name = "w"
+        var session = Session(options: options, ports: FakeWorkerPorts(), logger: Logger(label: "t", factory: { _ in SwiftLogNoOpLogHandler() }), now: 0)
+        session.start(now: 0)
+        _ = session.received(.welcome(Welcome(maxItemBytes: 1 << 20, heartbeatMilliseconds: 200, fleet: Self.running, instance: 1,
+                                              livenessMilliseconds: 600)), now: 1)
+        _ = session.ports.take()
+        _ = session.timers(now: 202)
+        #expect(session.ports.take() == [.heartbeat], "at the broker's interval, not the worker's 1000 ms")
+        _ = session.received(.heartbeat, now: 300)
+        _ = session.timers(now: 850)
+        #expect(session.isRegistered, "550 ms of silence is within the broker's 600 ms")
+        _ = session.timers(now: 950)
+        #expect(!session.isRegistered, "650 ms of silence is past the broker's window: register again")
+    }
+
     @Test("a pause of this process past the liveness window makes it register again before sending")
     func paused() {
         var session = registered()

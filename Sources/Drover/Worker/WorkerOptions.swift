@@ -21,9 +21,12 @@ public struct WorkerOptions: Sendable {
     public var lookahead: Int? = nil
     /// The name shown in logs, `drover status` and exit progress. Default `HOST:PID`.
     public var name = defaultPeerName()
-    /// Heartbeat interval towards the broker, in milliseconds. Default 1000.
+    /// Heartbeat interval towards the broker, in milliseconds. Default 1000. A broker that asks
+    /// for a shorter one in its `welcome` gets that.
     public var heartbeatMilliseconds: Int32 = 1000
     /// Heartbeat intervals of broker silence before the worker registers again. Default 3.
+    /// Once welcomed, the broker's own liveness window (`welcome`'s `liveness-ms`) is used: it
+    /// drops a silent peer after that, whatever this worker was told.
     public var liveness: Int32 = 3
     /// How long a drain started by SIGTERM may let running items finish, in milliseconds.
     /// A fleet exit carries its own deadline. Default 30 s.

@@ -76,8 +76,13 @@ struct WorkerSession<Ports: WorkerPorts> {
     private var lastWarned: Int64 = 0
     private let startedAt: Int64
 
-    var heartbeat: Int64 { Int64(options.heartbeatMilliseconds) }
-    var liveness: Int64 { heartbeat * Int64(options.liveness) }
+    /// The broker's heartbeat interval and liveness window, from its latest `welcome`.
+    private var brokerTimings: (heartbeat: Int64, liveness: Int64)?
+    /// How often to heartbeat: ours, or the broker's if it asks for more often.
+    var heartbeat: Int64 { min(Int64(options.heartbeatMilliseconds), brokerTimings?.heartbeat ?? .max) }
+    /// Broker silence after which it is taken to be gone; also how long a pause of this process
+    /// makes the broker drop us. The broker's own window once it has said it.
+    var liveness: Int64 { brokerTimings?.liveness ?? Int64(options.heartbeatMilliseconds) * Int64(options.liveness) }
     var isRegistered: Bool { registration == .registered }
 
     init(options: WorkerOptions, ports: Ports, logger: Logger, now: Int64) {
@@ -128,6 +133,7 @@ struct WorkerSession<Ports: WorkerPorts> {
             registration = .registered
             logger.info("registered with the broker", metadata: ["broker": "\(options.broker)", "queue": "\(options.queue)", "threads": "\(options.threads)"])
             ports.welcomed(welcome)
+            brokerTimings = (Int64(welcome.heartbeatMilliseconds), Int64(welcome.livenessMilliseconds))
             // A registration starts with no credit: the grant below covers every free slot,
             // including those freed by outcomes the broker has not heard of yet.
             if grants { brokerCredit = 0 }
