@@ -32,6 +32,15 @@ func validateEndpoint(_ endpoint: String, flag: String, binding: Bool) throws {
     }
 }
 
+/// `--item-timeout SECONDS` (worker and send) in milliseconds, or a clear error.
+func itemTimeoutMilliseconds(_ seconds: Double?) throws -> UInt32? {
+    guard let seconds else { return nil }
+    guard seconds > 0 && seconds <= 2_000_000 else {
+        throw ValidationError("--item-timeout must be a number of seconds above 0 (at most 2,000,000); got \(seconds)")
+    }
+    return UInt32(max(1, seconds * 1000))
+}
+
 /// A failure of the command itself (not of its flags), printed as `Error: …` with exit status 1.
 struct CommandFailure: Error, CustomStringConvertible {
     let description: String

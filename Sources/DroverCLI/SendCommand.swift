@@ -34,6 +34,9 @@ struct SendCommand: ParsableCommand {
     @Option(help: "Seconds to wait for the broker's first answer.")
     var timeout: Double = 5
 
+    @Option(help: "Seconds each item may run once a worker starts it. Past it an --exec or --serve handler is killed and the item fails with \"timed out\", retried per the queue's policy; a worker's own --item-timeout applies too, the smaller winning. Default: no limit.")
+    var itemTimeout: Double?
+
     @Option(help: "Seconds to keep reconnecting to a broker that went silent, before giving up.")
     var reconnectTimeout: Double = 60
 
@@ -47,6 +50,7 @@ struct SendCommand: ParsableCommand {
         if let problem = QueueName.problem(queue) { throw ValidationError("--queue: \(problem)") }
         if file != nil && !items.isEmpty { throw ValidationError("give items as arguments or with --file, not both") }
         guard timeout > 0, reconnectTimeout > 0 else { throw ValidationError("--timeout and --reconnect-timeout must be positive") }
+        _ = try itemTimeoutMilliseconds(itemTimeout)
     }
 
     func run() throws {
@@ -56,6 +60,7 @@ struct SendCommand: ParsableCommand {
         options.waitForResults = wait
         options.connectTimeoutSeconds = timeout
         options.reconnectTimeoutSeconds = reconnectTimeout
+        options.itemTimeoutMilliseconds = try itemTimeoutMilliseconds(itemTimeout) ?? 0
         let producer = try Producer(options: options, context: ZMQContext(), logger: logger)
         defer { producer.close() }
 

@@ -52,7 +52,7 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Seconds a SIGTERM drain lets running items finish.")
     var drainDeadline: Double = 30
 
-    @Option(help: "Seconds one item may run. Past it an --exec or --serve handler is killed (its whole process group) and the item fails with \"timed out\", retried per the queue's policy. Default: no limit.")
+    @Option(help: "Seconds one item may run. Past it an --exec or --serve handler is killed (its whole process group) and the item fails with \"timed out\", retried per the queue's policy. An item sent with its own `send --item-timeout` gets the smaller of the two. Default: no limit.")
     var itemTimeout: Double?
 
     @Option(help: "Heartbeat interval towards the broker, in milliseconds (shorter if the broker asks for it).")
@@ -81,9 +81,7 @@ struct WorkerCommand: ParsableCommand {
             throw ValidationError("--lookahead must be 'auto' or a number of items from 0 to 10000; got '\(lookahead)'")
         }
         guard drainDeadline >= 0 && drainDeadline <= 4_000_000 else { throw ValidationError("--drain-deadline must be a number of seconds from 0 to 4,000,000") }
-        if let itemTimeout, !(itemTimeout > 0 && itemTimeout <= 2_000_000) {
-            throw ValidationError("--item-timeout must be a number of seconds above 0 (at most 2,000,000)")
-        }
+        _ = try itemTimeoutMilliseconds(itemTimeout)
         guard heartbeatMs >= 10, liveness >= 2 else { throw ValidationError("--heartbeat-ms must be at least 10 and --liveness at least 2") }
         if let problem = QueueName.problem(queue) { throw ValidationError("--queue: \(problem)") }
     }
@@ -117,7 +115,7 @@ struct WorkerCommand: ParsableCommand {
         options.lookahead = Int(lookahead)
         if let name { options.name = name }
         options.drainDeadlineMilliseconds = UInt32(drainDeadline * 1000)
-        options.itemTimeoutMilliseconds = itemTimeout.map { UInt32(max(1, $0 * 1000)) }
+        options.itemTimeoutMilliseconds = try itemTimeoutMilliseconds(itemTimeout)
         options.heartbeatMilliseconds = heartbeatMs
         options.liveness = liveness
         options.readyFile = readyFile

@@ -32,7 +32,7 @@ public enum Codec {
         case .error(let code, let text):
             frames += [be16(code.rawValue), Array(text.utf8)]
         case .submit(let s):
-            frames += [Array(s.queue.utf8), [s.wantsResults ? Submit.wantsResultsFlag : 0]]
+            frames += [Array(s.queue.utf8), [s.wantsResults ? Submit.wantsResultsFlag : 0], be32(s.itemTimeoutMilliseconds)]
             appendPacked(s.items, header: idSize, payload: { $0.payload }, to: &frames) { frame, item in
                 frame.id(item.id)
             }
@@ -45,9 +45,10 @@ public enum Codec {
         case .credit(let n):
             frames.append(be32(n))
         case .deliver(let deliveries):
-            appendPacked(deliveries, header: refBytes, payload: { $0.payload }, to: &frames) { frame, d in
+            appendPacked(deliveries, header: refBytes + 4, payload: { $0.payload }, to: &frames) { frame, d in
                 frame.id(d.id)
                 frame.u32(d.attempt)
+                frame.u32(d.timeoutMilliseconds)
             }
         case .done(let credit, let outcomes):
             frames.append(be32(credit))
@@ -134,18 +135,19 @@ public enum Codec {
             let raw = try reader.u16()
             return .error(ErrorCode(rawValue: raw) ?? .malformed, try reader.text())
         case .submit:
-            guard args.count >= 2 else {
-                throw .frameCount("submit: expected queue, flags, then frames of packed items; got \(args.count) argument frames")
+            guard args.count >= 3 else {
+                throw .frameCount("submit: expected queue, flags, item time limit, then frames of packed items; got \(args.count) argument frames")
             }
             let queue = try reader.name()
             let flags = try reader.byte()
             guard flags & ~Submit.definedFlags == 0 else {
                 throw .badValue("submit: undefined flag bits set (0x\(String(flags, radix: 16))); only bit 0 is defined")
             }
+            let timeout = try reader.u32()
             let items = try reader.records(minimumRecord: idSize + 4) { (records) throws(ProtocolError) in
                 SubmittedItem(id: try records.id(), payload: try records.sizedSlice())
             }
-            return .submit(Submit(queue: queue, wantsResults: flags & Submit.wantsResultsFlag != 0, items: items))
+            return .submit(Submit(queue: queue, wantsResults: flags & Submit.wantsResultsFlag != 0, itemTimeoutMilliseconds: timeout, items: items))
         case .accepted:
             try reader.expectCount(1)
             return .accepted(try reader.idList())
@@ -160,8 +162,8 @@ public enum Codec {
             try reader.expectCount(1)
             return .credit(try reader.u32())
         case .deliver:
-            return .deliver(try reader.records(minimumRecord: refBytes + 4) { (records) throws(ProtocolError) in
-                Delivery(id: try records.id(), attempt: try records.u32(), payload: try records.sizedSlice())
+            return .deliver(try reader.records(minimumRecord: refBytes + 8) { (records) throws(ProtocolError) in
+                Delivery(id: try records.id(), attempt: try records.u32(), timeoutMilliseconds: try records.u32(), payload: try records.sizedSlice())
             })
         case .done:
             guard args.count >= 1 else { throw .frameCount("done: missing the credit frame") }

@@ -1,10 +1,12 @@
 /// The first frame of every Drover message: `DRV` followed by the protocol version.
 public enum ProtocolVersion {
     /// The version this build speaks.
-    public static let current: UInt8 = 1
+    /// Version 2: `bye` carries a code, `welcome` the broker's liveness, `submit` an item time
+    /// limit and each delivery its time limit.
+    public static let current: UInt8 = 2
     /// The three bytes before the version byte.
     public static let magic: [UInt8] = Array("DRV".utf8)
-    /// The whole first frame of a version-1 message.
+    /// The whole first frame of a message of this version.
     public static let signature: [UInt8] = magic + [current]
 }
 
@@ -163,11 +165,15 @@ public struct Submit: Sendable, Equatable {
     public var queue: String
     /// Whether the producer wants a ``ItemOutcome`` for each item.
     public var wantsResults: Bool
+    /// How long each of these items may run once a worker starts it, in milliseconds; 0 for no
+    /// limit (the worker's `--item-timeout`, if any, still applies; the smaller wins).
+    public var itemTimeoutMilliseconds: UInt32
     public var items: [SubmittedItem]
 
-    public init(queue: String, wantsResults: Bool, items: [SubmittedItem]) {
+    public init(queue: String, wantsResults: Bool, itemTimeoutMilliseconds: UInt32 = 0, items: [SubmittedItem]) {
         self.queue = queue
         self.wantsResults = wantsResults
+        self.itemTimeoutMilliseconds = itemTimeoutMilliseconds
         self.items = items
     }
 
@@ -204,18 +210,21 @@ public struct Rejection: Sendable, Equatable {
 public struct Delivery: Sendable, Equatable {
     public var id: ItemID
     public var attempt: UInt32
+    /// The producer's time limit for running the item, in milliseconds; 0 for none.
+    public var timeoutMilliseconds: UInt32
     public var payload: ArraySlice<UInt8>
 
     @inlinable
-    public init(id: ItemID, attempt: UInt32, payload: ArraySlice<UInt8>) {
+    public init(id: ItemID, attempt: UInt32, timeoutMilliseconds: UInt32 = 0, payload: ArraySlice<UInt8>) {
         self.id = id
         self.attempt = attempt
+        self.timeoutMilliseconds = timeoutMilliseconds
         self.payload = payload
     }
 
     @inlinable
-    public init(id: ItemID, attempt: UInt32, payload: [UInt8]) {
-        self.init(id: id, attempt: attempt, payload: payload[...])
+    public init(id: ItemID, attempt: UInt32, timeoutMilliseconds: UInt32 = 0, payload: [UInt8]) {
+        self.init(id: id, attempt: attempt, timeoutMilliseconds: timeoutMilliseconds, payload: payload[...])
     }
 }
 

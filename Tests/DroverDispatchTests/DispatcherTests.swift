@@ -176,6 +176,22 @@ struct DispatcherTests {
         #expect(d.itemsHeld == 1)
     }
 
+    @Test("the producer's item time limit travels with each delivery of its items, redeliveries too")
+    func itemTimeoutTravels() {
+        var d = makeDispatcher()
+        join(&d, w1)
+        d.credit(from: w1, 2)
+        d.submit(from: producer, Submit(queue: "q", wantsResults: false, itemTimeoutMilliseconds: 1500,
+                                        items: [SubmittedItem(id: id(1), payload: [1])]), now: 0)
+        submit(&d, 2...2, results: false)
+        let first = deliveries(d.takeOutbox())[w1] ?? []
+        #expect(first.map(\.timeoutMilliseconds) == [1500, 0])
+        d.done(from: w1, credit: 1, [ItemOutcome(id: id(1), attempt: 1, status: .failed, payload: [])], now: 0)
+        _ = d.takeOutbox()
+        d.releaseDueRetries(now: 10_000)
+        #expect(deliveries(d.takeOutbox())[w1]?.first?.timeoutMilliseconds == 1500)
+    }
+
     @Test("oversize items, a full broker, a bad queue name and an exiting fleet are refused with reasons")
     func rejections() {
         var d = makeDispatcher(maxItems: 3, maxItemBytes: 4)

@@ -15,11 +15,12 @@ struct CodecTests {
         .error(.unknownPeer, "say hello"),
         .submit(Submit(queue: "q", wantsResults: true, items: [SubmittedItem(id: id1, payload: Array("a".utf8)), SubmittedItem(id: id2, payload: [])])),
         .submit(Submit(queue: "q", wantsResults: false, items: [])),
+        .submit(Submit(queue: "q", wantsResults: true, itemTimeoutMilliseconds: 30_000, items: [SubmittedItem(id: id1, payload: [1])])),
         .accepted([id1, id2]),
         .rejected(Rejection(ids: [id1], code: .queueFull, reason: "full")),
         .result([ItemOutcome(id: id1, attempt: 2, status: .failed, payload: Array("boom".utf8))]),
         .credit(17),
-        .deliver([Delivery(id: id1, attempt: 1, payload: [0, 255]), Delivery(id: id2, attempt: 3, payload: [])]),
+        .deliver([Delivery(id: id1, attempt: 1, payload: [0, 255]), Delivery(id: id2, attempt: 3, timeoutMilliseconds: 500, payload: [])]),
         .done(credit: 2, [ItemOutcome(id: id2, attempt: 1, status: .succeeded, payload: [1, 2, 3])]),
         .handBack([DeliveryRef(id: id1, attempt: 4)]),
         .handBack([]),
@@ -49,11 +50,13 @@ struct CodecTests {
 
     @Test("integers are big-endian, an item id is 16 bytes, and items are packed into one frame")
     func layout() {
-        let frames = Codec.encode(.deliver([Delivery(id: Self.id1, attempt: 0x0A0B_0C0D, payload: [9]),
+        let frames = Codec.encode(.deliver([Delivery(id: Self.id1, attempt: 0x0A0B_0C0D, timeoutMilliseconds: 0x0102_0304, payload: [9]),
                                             Delivery(id: Self.id2, attempt: 1, payload: [])]))
         #expect(frames.count == 3)
-        #expect(frames[2] == [1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0, 42, 0x0A, 0x0B, 0x0C, 0x0D, 0, 0, 0, 1, 9]
-            + [0, 0, 0, 0, 0, 0, 0, 9] + [UInt8](repeating: 0xFF, count: 8) + [0, 0, 0, 1, 0, 0, 0, 0])
+        #expect(frames[2] == [1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0, 42, 0x0A, 0x0B, 0x0C, 0x0D, 1, 2, 3, 4, 0, 0, 0, 1, 9]
+            + [0, 0, 0, 0, 0, 0, 0, 9] + [UInt8](repeating: 0xFF, count: 8) + [0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0])
+        let submit = Codec.encode(.submit(Submit(queue: "q", wantsResults: true, itemTimeoutMilliseconds: 1500, items: [])))
+        #expect(Array(submit[2...4]) == [Array("q".utf8), [1], [0, 0, 0x05, 0xDC]], "queue, flags, then the item time limit")
         let outcome = Codec.encode(.done(credit: 1, [ItemOutcome(id: Self.id1, attempt: 2, status: .failed, payload: [7, 8])]))
         #expect(outcome[3] == [1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0, 42, 0, 0, 0, 2, 1, 0, 0, 0, 2, 7, 8])
         #expect(Codec.encode(.credit(258))[2] == [0, 0, 1, 2])
@@ -62,7 +65,7 @@ struct CodecTests {
     @Test("items packed into several frames decode as one list")
     func severalPackedFrames() throws {
         var frames = Codec.encode(.submit(Submit(queue: "q", wantsResults: false, items: [SubmittedItem(id: Self.id1, payload: [1])])))
-        frames += Codec.encode(.submit(Submit(queue: "q", wantsResults: false, items: [SubmittedItem(id: Self.id2, payload: [2, 3])])))[4...]
+        frames += Codec.encode(.submit(Submit(queue: "q", wantsResults: false, items: [SubmittedItem(id: Self.id2, payload: [2, 3])])))[5...]
         let decoded = try Codec.decode(frames)
         #expect(decoded == .submit(Submit(queue: "q", wantsResults: false,
                                           items: [SubmittedItem(id: Self.id1, payload: [1]), SubmittedItem(id: Self.id2, payload: [2, 3])])))
@@ -71,13 +74,13 @@ struct CodecTests {
     @Test("a newer protocol version is refused with a message naming both versions")
     func unsupportedVersion() {
         var frames = Codec.encode(.heartbeat)
-        frames[0] = Array("DRV".utf8) + [2]
+        frames[0] = Array("DRV".utf8) + [3]
         #expect(throws: ProtocolError.anyUnsupportedVersion) { try Codec.decode(frames) }
         do {
             _ = try Codec.decode(frames)
         } catch {
+            #expect(error.detail.contains("version 3"))
             #expect(error.detail.contains("version 2"))
-            #expect(error.detail.contains("version 1"))
             #expect(error.wireCode == .unsupportedVersion)
         }
     }
@@ -91,16 +94,18 @@ struct CodecTests {
         ([ProtocolVersion.signature, [0x20], [1, 2]], ProtocolError.anyFrameSize),
         ([ProtocolVersion.signature, [0x11], [1, 2, 3]], ProtocolError.anyFrameSize),
         ([ProtocolVersion.signature, [0x10], Array("q".utf8)], ProtocolError.anyFrameCount),
-        ([ProtocolVersion.signature, [0x10], Array("q".utf8), [1], [1]], ProtocolError.anyFrameSize),
+        ([ProtocolVersion.signature, [0x10], Array("q".utf8), [1]], ProtocolError.anyFrameCount),
+        ([ProtocolVersion.signature, [0x10], Array("q".utf8), [1], [0, 0, 0, 0], [1]], ProtocolError.anyFrameSize),
+        ([ProtocolVersion.signature, [0x10], Array("q".utf8), [1], [0, 0]], ProtocolError.anyFrameSize),
         // A record whose length runs past the end of its frame.
-        ([ProtocolVersion.signature, [0x10], Array("q".utf8), [1], [UInt8](repeating: 0, count: 16) + [0, 0, 0, 9, 1]], ProtocolError.anyFrameSize),
+        ([ProtocolVersion.signature, [0x10], Array("q".utf8), [1], [0, 0, 0, 0], [UInt8](repeating: 0, count: 16) + [0, 0, 0, 9, 1]], ProtocolError.anyFrameSize),
         ([ProtocolVersion.signature, [0x22], [0, 0, 0, 1], [UInt8](repeating: 0, count: 20) + [7, 0, 0, 0, 0]], ProtocolError.anyBadValue),
         ([ProtocolVersion.signature, [0x24], [1], [0xFF, 0xFE]], ProtocolError.anyBadValue),
         // A bye without its code (the version-1 draft had only the reason), and an unknown code.
         ([ProtocolVersion.signature, [0x24], Array("done".utf8)], ProtocolError.anyFrameCount),
         ([ProtocolVersion.signature, [0x24], [9], []], ProtocolError.anyBadValue),
         // Undefined submit flag bits.
-        ([ProtocolVersion.signature, [0x10], Array("q".utf8), [0x03]], ProtocolError.anyBadValue),
+        ([ProtocolVersion.signature, [0x10], Array("q".utf8), [0x03], [0, 0, 0, 0]], ProtocolError.anyBadValue),
         ([ProtocolVersion.signature, [0x01], [9], [], [], [0, 0, 0, 0]], ProtocolError.anyBadValue),
         ([ProtocolVersion.signature, [0x30], [UInt8](repeating: 0, count: 8) + [7] + [0, 0, 0, 0]], ProtocolError.anyBadValue),
     ] as [([[UInt8]], ProtocolError)])
@@ -146,7 +151,7 @@ struct CodecTests {
         #expect(try Codec.decode(frames) == .done(credit: 3, outcomes))
         // A producer's fullest batch: 256 items, 256 KiB of payload.
         let batch = (0..<256).map { SubmittedItem(id: ItemID(high: 1, low: UInt64($0)), payload: Array(repeating: 1, count: 1024)) }
-        #expect(Codec.encode(.submit(Submit(queue: "q", wantsResults: false, items: batch))).count == 5,
+        #expect(Codec.encode(.submit(Submit(queue: "q", wantsResults: false, items: batch))).count == 6,
                 "a producer's full batch is still one packed frame")
     }
 }

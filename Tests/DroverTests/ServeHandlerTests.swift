@@ -212,6 +212,39 @@ struct ItemTimeoutTests {
         return item
     }
 
+    @Test("a closure's cancellation signal: raised past the deadline, or when the worker gives up on running items")
+    func cancellationSignal() {
+        var item = WorkItem(id: ItemID(high: 5, low: 1), attempt: 1, queue: "q", payload: [], worker: "w")
+        #expect(!item.isCancelled, "no deadline, no cancellation")
+        item.deadline = monotonicMilliseconds() + 60_000
+        #expect(!item.isCancelled)
+        item.deadline = monotonicMilliseconds() - 1
+        #expect(item.isCancelled, "past its deadline")
+        let flag = Cancellation()
+        var running = WorkItem(id: ItemID(high: 5, low: 2), attempt: 1, queue: "q", payload: [], worker: "w")
+        running.cancellation = flag
+        #expect(!running.isCancelled)
+        flag.cancel()
+        #expect(running.isCancelled, "the worker gave up on running items")
+        #expect(!Cancellation.never.isCancelled)
+    }
+
+    @Test("the worker's and the producer's limits: the smaller wins, and the message names which one it was")
+    func smallerLimitWins() {
+        var item = WorkItem(id: ItemID(high: 5, low: 1), attempt: 1, queue: "q", payload: [], worker: "w")
+        item.limit(worker: nil, producer: 0)
+        #expect(item.deadline == nil && item.timeoutMilliseconds == nil)
+        item.limit(worker: 2000, producer: 0)
+        #expect(item.timeoutMilliseconds == 2000 && item.timedOutText.hasSuffix("(worker --item-timeout)"))
+        item.limit(worker: 2000, producer: 500)
+        #expect(item.timeoutMilliseconds == 500 && item.timedOutText == "timed out after 0.5 s (send --item-timeout)")
+        item.limit(worker: nil, producer: 700)
+        #expect(item.timeoutMilliseconds == 700 && item.deadline != nil)
+        var other = WorkItem(id: ItemID(high: 5, low: 1), attempt: 1, queue: "q", payload: [], worker: "w")
+        other.limit(worker: 300, producer: 500)
+        #expect(other.timeoutMilliseconds == 300 && other.timedOutText.hasSuffix("(worker --item-timeout)"))
+    }
+
     @Test("--exec: a command past the deadline is killed with everything it started, and the item fails", .timeLimit(.minutes(1)))
     func exec() {
         // The sleep is a grandchild: killing the shell alone would leave it holding the pipes.

@@ -61,4 +61,19 @@ extension ProcessTests.ServeTests {
         let bad = try sandbox.run(["worker", "--broker", broker, "--echo", "--item-timeout", "0"])
         #expect(bad.status != 0 && bad.stderr.contains("--item-timeout must be a number of seconds above 0"))
     }
+
+    @Test("send --item-timeout: the producer's limit reaches a worker that has none, and the smaller of two wins")
+    func producerItemTimeout() throws {
+        let sandbox = try Sandbox("send-item-timeout")
+        defer { sandbox.tearDown() }
+        let (_, broker) = try sandbox.broker(["--max-deliveries", "1"])
+        // The worker allows 30 s; the producer 0.5 s: the producer's wins.
+        _ = try sandbox.worker("w", broker: broker, ["--threads", "2", "--item-timeout", "30", "--exec", "read l; [ \"$l\" = slow ] && sleep 60; echo \"$l\""])
+        let sent = try sandbox.run(["send", "--broker", broker, "--wait", "--item-timeout", "0.5", "slow", "quick"], timeout: 60)
+        #expect(sent.status == 1)
+        #expect(sent.lines == ["quick"], "the quick item is not affected")
+        #expect(sent.stderr.contains("command timed out after 0.5 s (send --item-timeout)"), "\(sent.stderr)")
+        let bad = try sandbox.run(["send", "--broker", broker, "--item-timeout", "0", "x"])
+        #expect(bad.status != 0 && bad.stderr.contains("--item-timeout must be a number of seconds above 0"))
+    }
 }

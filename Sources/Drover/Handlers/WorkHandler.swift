@@ -16,10 +16,22 @@ public struct WorkItem: Sendable {
     /// The largest result the broker accepts (its `--max-item-size`). A longer result fails the
     /// item; a handler that streams output (``ExecHandler``) may stop reading past it.
     public var maxResultBytes: Int
-    /// When the item must be done by (``monotonicMilliseconds()``), or `nil` for no limit
-    /// (`drover worker --item-timeout`). Process handlers are killed past it; a closure should
-    /// check it and give up, since nothing can stop a thread from outside.
+    /// When the item must be done by (``monotonicMilliseconds()``), or `nil` for no limit (the
+    /// smaller of `drover worker --item-timeout` and the producer's `send --item-timeout`).
+    /// Process handlers are killed past it; a closure should check ``isCancelled`` and give up,
+    /// since nothing can stop a thread from outside.
     public var deadline: Int64?
+    /// Set by the worker when it gives up on its running items (the drain deadline passed, or
+    /// a second SIGTERM).
+    var cancellation = Cancellation.never
+
+    /// Whether the handler should stop working on this item now: its deadline has passed, or
+    /// the worker has given up on running items. A closure that runs long should check it
+    /// between steps and throw (``HandlerFailure``); one that never does keeps its thread, and
+    /// its outcome, when it comes, is ignored by the broker if the item was handed back meanwhile.
+    public var isCancelled: Bool {
+        cancellation.isCancelled || deadline.map { monotonicMilliseconds() >= $0 } == true
+    }
 
     public init(id: ItemID, attempt: UInt32, queue: String, payload: ArraySlice<UInt8>, worker: String,
                 maxResultBytes: Int = Int.max, deadline: Int64? = nil) {
@@ -37,11 +49,37 @@ public struct WorkItem: Sendable {
 
     /// The failure text for an item that ran past its deadline.
     var timedOutText: String {
-        "timed out after \(formatSeconds(Double(timeoutMilliseconds ?? 0) / 1000)) (worker --item-timeout)"
+        "timed out after \(formatSeconds(Double(timeoutMilliseconds ?? 0) / 1000)) (\(timeoutSetBy))"
     }
 
     /// The item's whole allowance when it has a deadline, for messages ("timed out after 0.5 s").
     public var timeoutMilliseconds: Int64? = nil
+    /// Which limit ``timeoutMilliseconds`` is, for messages.
+    var timeoutSetBy = "worker --item-timeout"
+
+    /// Gives the item `worker` ms (the worker's limit) or `producer` ms (the producer's; 0 for
+    /// none), whichever is smaller, counting from now.
+    mutating func limit(worker: UInt32?, producer: UInt32) {
+        let worker = worker.map(Int64.init), producer = producer > 0 ? Int64(producer) : nil
+        if let producer, producer < worker ?? .max {
+            timeoutMilliseconds = producer
+            timeoutSetBy = "send --item-timeout"
+        } else {
+            timeoutMilliseconds = worker
+            timeoutSetBy = "worker --item-timeout"
+        }
+        deadline = timeoutMilliseconds.map { monotonicMilliseconds() + $0 }
+    }
+}
+
+/// A flag the worker raises once, when it stops waiting for running items.
+final class Cancellation: Sendable {
+    private let raised = Atomic<Bool>(false)
+    /// One that is never raised, for items made outside a worker.
+    static let never = Cancellation()
+
+    var isCancelled: Bool { raised.load(ordering: .acquiring) }
+    func cancel() { raised.store(true, ordering: .releasing) }
 }
 
 /// The error a handler throws to fail an item with a message of its own; any other error fails

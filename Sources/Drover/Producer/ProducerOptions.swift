@@ -7,6 +7,9 @@ public struct ProducerOptions: Sendable {
     /// Wait for each item's outcome (`drover send --wait`). Default `false`: return once the
     /// broker has accepted every item.
     public var waitForResults = false
+    /// How long each item may run once a worker starts it, in milliseconds; 0 (the default) for
+    /// no limit. A worker's own `--item-timeout` applies too: the smaller wins.
+    public var itemTimeoutMilliseconds: UInt32 = 0
     /// How long to wait for the broker's first answer. Default 5 s.
     public var connectTimeoutSeconds = 5.0
     /// How long to keep reconnecting to a broker that went silent before giving up. Default 60 s.

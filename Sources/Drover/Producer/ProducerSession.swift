@@ -119,7 +119,8 @@ struct ProducerSession<Ports: ProducerPorts> {
     /// pipe is full) is offered again shortly.
     mutating func flush() throws {
         guard !batch.isEmpty else { return }
-        let message = DroverMessage.submit(Submit(queue: options.queue, wantsResults: options.waitForResults, items: batch))
+        let message = DroverMessage.submit(Submit(queue: options.queue, wantsResults: options.waitForResults,
+                                                         itemTimeoutMilliseconds: options.itemTimeoutMilliseconds, items: batch))
         if try ports.send(message) {
             lastSent = ports.now()
         } else {

@@ -20,6 +20,8 @@ public final class Worker: Sendable {
     /// The broker's item limit, from its `welcome`: a result longer than this fails its item
     /// here, since the broker would refuse the message that carried it.
     let maxResultBytes = Atomic<Int>(Int.max)
+    /// Raised when the worker gives up on its running items; every item it runs carries it.
+    let cancellation = Cancellation()
     /// Outcomes a handler thread gathers before it wakes the I/O thread; follows the lookahead.
     let outcomeBatch = Atomic<Int>(1)
     /// Longest wait for a handler's processes to exit once the worker has drained.
@@ -134,11 +136,10 @@ public final class Worker: Sendable {
 
     /// A delivery as the handler sees it, its deadline counting from now.
     private func workItem(_ delivery: Delivery) -> WorkItem {
-        let timeout = options.itemTimeoutMilliseconds.map(Int64.init)
         var item = WorkItem(id: delivery.id, attempt: delivery.attempt, queue: options.queue, payload: delivery.payload,
-                            worker: options.name, maxResultBytes: maxResultBytes.load(ordering: .relaxed),
-                            deadline: timeout.map { monotonicMilliseconds() + $0 })
-        item.timeoutMilliseconds = timeout
+                            worker: options.name, maxResultBytes: maxResultBytes.load(ordering: .relaxed))
+        item.limit(worker: options.itemTimeoutMilliseconds, producer: delivery.timeoutMilliseconds)
+        item.cancellation = cancellation
         return item
     }
 

@@ -108,7 +108,10 @@ struct WorkerIO: WorkerPorts {
 
     mutating func takeUnstarted() -> [HeldJob] { pool.takeUnstarted() }
 
-    mutating func cancelRunning() { worker.handler.cancelRunning() }
+    mutating func cancelRunning() {
+        worker.cancellation.cancel()
+        worker.handler.cancelRunning()
+    }
 
     var queuedInPool: Int { pool.queued }
 

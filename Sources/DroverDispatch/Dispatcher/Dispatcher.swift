@@ -127,7 +127,8 @@ public struct Dispatcher: Sendable {
                 tooLarge.append(submitted.id)
                 continue
             }
-            let item = Item(id: submitted.id, queue: submit.queue, payload: submitted.payload, sequence: nextSequence)
+            let item = Item(id: submitted.id, queue: submit.queue, payload: submitted.payload,
+                            timeoutMilliseconds: submit.itemTimeoutMilliseconds, sequence: nextSequence)
             if let slot = items.insert(item, producer: producer) {
                 nextSequence &+= 1
                 fresh.append(slot)
@@ -207,6 +208,7 @@ public struct Dispatcher: Sendable {
                 let attempt = items.slots[Int(slot)].item.deliveries
                 if attempt > 1 { counters.redelivered += 1 }
                 deliveries.append(Delivery(id: items.slots[Int(slot)].item.id, attempt: attempt,
+                                           timeoutMilliseconds: items.slots[Int(slot)].item.timeoutMilliseconds,
                                            payload: items.slots[Int(slot)].item.payload))
             }
             counters.delivered += count

@@ -49,6 +49,8 @@ extension Dispatcher {
         var deliveries: UInt32 = 0
         /// Deliveries that failed or whose worker died; counted against the queue's cap.
         var failures: UInt32 = 0
+        /// The producer's limit on running it, in milliseconds (`send --item-timeout`); 0: none.
+        var timeoutMilliseconds: UInt32 = 0
         /// Acceptance order, so items handed back return to the queue in their original order.
         var sequence: UInt64
     }

@@ -63,6 +63,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     send.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the broker's first answer")
     send.add_argument("--reconnect-timeout", type=float, default=60.0,
                       help="seconds to keep reconnecting to a broker that went away")
+    send.add_argument("--item-timeout", type=float,
+                      help="seconds each item may run once a worker starts it (a worker's own --item-timeout also applies; the smaller wins)")
     send.add_argument("items", nargs="*", help="items to send; without items or --file, stdin is read")
 
     args = parser.parse_args(argv)
@@ -120,7 +122,7 @@ def run_send(args: argparse.Namespace) -> int:
         handle = open(args.file, "rb") if args.file else sys.stdin.buffer
         source = _lines(handle)
 
-    producer = Producer(args.broker, queue=args.queue, connect_timeout=args.timeout,
+    producer = Producer(args.broker, queue=args.queue, connect_timeout=args.timeout, item_timeout=args.item_timeout,
                         reconnect_timeout=args.reconnect_timeout)
     numbers: Dict[bytes, int] = {}
     read_done = threading.Event()

@@ -109,13 +109,17 @@ class Producer:
 
     def __init__(self, broker: str, *, queue: str = "default", name: Optional[str] = None,
                  connect_timeout: float = 5.0, reconnect_timeout: float = 60.0, window: int = 10_000,
-                 batch_items: int = 256, batch_bytes: int = 256 * 1024,
+                 batch_items: int = 256, batch_bytes: int = 256 * 1024, item_timeout: Optional[float] = None,
                  context: Optional[Context] = None) -> None:
         problem = p.queue_name_problem(queue)
         if problem:
             raise ValueError(f"queue: {problem}")
         if window < 1 or batch_items < 1 or batch_bytes < 1:
             raise ValueError("window, batch_items and batch_bytes must be at least 1")
+        if item_timeout is not None and not 0 < item_timeout <= 2_000_000:
+            raise ValueError("item_timeout must be a number of seconds above 0 (at most 2,000,000)")
+        #: How long each item may run once a worker starts it (``drover send --item-timeout``).
+        self.item_timeout_ms = max(1, int(item_timeout * 1000)) if item_timeout is not None else 0
         self.broker = broker
         self.queue = queue
         self.name = name or default_peer_name()
@@ -525,7 +529,7 @@ class Producer:
             if not batch:
                 continue
             assert key is not None
-            if not self._send(sock, p.Submit(key[0], key[1], batch)):
+            if not self._send(sock, p.Submit(key[0], key[1], batch, self.item_timeout_ms)):
                 self._retry.extend(i.id for i in batch)
                 self._retry_at = now + RETRY_AFTER_FULL_MS
                 return

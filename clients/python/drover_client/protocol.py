@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 #: The protocol version this module speaks.
-VERSION = 1
+VERSION = 2
 #: The three bytes before the version byte in frame 0.
 MAGIC = b"DRV"
 #: Frame 0 of every version-1 message.
@@ -64,7 +64,7 @@ _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _U16 = struct.Struct(">H")
 _FLEET = struct.Struct(">QBI")
-_DELIVERY_HEADER = struct.Struct(">16sII")      # id, attempt, payload length
+_DELIVERY_HEADER = struct.Struct(">16sIII")     # id, attempt, time limit (ms), payload length
 _OUTCOME_HEADER = struct.Struct(">16sIBI")      # id, attempt, status, payload length
 _ITEM_HEADER = struct.Struct(">16sI")           # id, payload length
 _REF = struct.Struct(">16sI")
@@ -197,6 +197,8 @@ class Delivery:
     id: bytes
     attempt: int
     payload: bytes
+    #: The producer's limit on running the item, in milliseconds; 0 for none.
+    timeout_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -271,6 +273,8 @@ class Submit:
     #: Flag bit 0: send me each item's outcome.
     want_results: bool
     items: Sequence[Item] = ()
+    #: How long each item may run once a worker starts it, in milliseconds; 0 for no limit.
+    item_timeout_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -503,7 +507,7 @@ def _pack_item(item: Item) -> bytes:
 
 
 def _pack_delivery(d: Delivery) -> bytes:
-    return _DELIVERY_HEADER.pack(_id(d.id), d.attempt, len(d.payload)) + bytes(d.payload)
+    return _DELIVERY_HEADER.pack(_id(d.id), d.attempt, d.timeout_ms, len(d.payload)) + bytes(d.payload)
 
 
 def _pack_outcome(o: Outcome) -> bytes:
@@ -532,7 +536,8 @@ def _arguments(m: Message) -> List[bytes]:
     if isinstance(m, Error):
         return [_U16.pack(int(m.code)), m.text.encode("utf-8")]
     if isinstance(m, Submit):
-        return [_name(m.queue, "the queue name"), bytes([1 if m.want_results else 0])] + _packed(m.items, _pack_item)
+        return ([_name(m.queue, "the queue name"), bytes([1 if m.want_results else 0]), _U32.pack(m.item_timeout_ms)]
+                + _packed(m.items, _pack_item))
     if isinstance(m, Accepted):
         return [_id_list(m.ids)]
     if isinstance(m, Rejected):
@@ -753,13 +758,14 @@ def _decode_error(a: _Arguments) -> Message:
 
 
 def _decode_submit(a: _Arguments) -> Message:
-    a.expect_at_least(2, "queue, flags, then packed item frames")
+    a.expect_at_least(3, "queue, flags, item time limit, then packed item frames")
     queue = a.name("the queue")
     flags = a.byte("the flags")
     if flags & ~1:
         raise a.fail("bad-value", f"flags 0x{flags:02x} set bits other than bit 0")
+    timeout_ms = a.u32("the item time limit")
     items = a.records(_ITEM_HEADER, lambda f, payload: Item(f[0], payload), "item")
-    return Submit(queue, bool(flags & 1), items)
+    return Submit(queue, bool(flags & 1), items, timeout_ms)
 
 
 def _decode_rejected(a: _Arguments) -> Message:
@@ -774,7 +780,7 @@ def _decode_done(a: _Arguments) -> Message:
 
 
 def _decode_deliver(a: _Arguments) -> Message:
-    return Deliver(a.records(_DELIVERY_HEADER, lambda f, payload: Delivery(f[0], f[1], payload), "delivery"))
+    return Deliver(a.records(_DELIVERY_HEADER, lambda f, payload: Delivery(f[0], f[1], payload, f[2]), "delivery"))
 
 
 def _decode_bye(a: _Arguments) -> Message:

@@ -52,6 +52,10 @@ class WorkItem:
     payload: bytes
     #: This worker's name.
     worker: str
+    #: The producer's limit on running this item, in milliseconds (``drover send
+    #: --item-timeout``); 0 for none. Nothing stops a Python thread from outside: a handler
+    #: that may run long should check it and give up by itself.
+    timeout_ms: int = 0
 
     @property
     def text(self) -> str:
@@ -331,7 +335,7 @@ class Worker:
     def _run_item(self, delivery: p.Delivery) -> None:
         """Runs the handler on one delivery (on a handler thread) and leaves the outcome in
         the mailbox, waking the I/O thread if the mailbox was empty."""
-        item = WorkItem(delivery.id, delivery.attempt, self.queue, delivery.payload, self.name)
+        item = WorkItem(delivery.id, delivery.attempt, self.queue, delivery.payload, self.name, delivery.timeout_ms)
         outcome = self.outcome(self.handler, item, self._max_result_bytes)
         with self._mailbox_lock:
             self._outcomes.append(outcome)

@@ -72,6 +72,17 @@ class PythonProducerTests(unittest.TestCase):
         self.assertEqual(queued.stdout, "", "without --wait nothing is printed on stdout")
         self.assertEqual({q["name"]: q["queued"] for q in sandbox.status(broker)["queues"]}.get("later"), 3)
 
+    def test_item_timeout_reaches_a_swift_worker_that_has_none(self) -> None:
+        sandbox = Sandbox(self)
+        _, broker = sandbox.broker(["--max-deliveries", "1"])
+        sandbox.swift_worker("sleepy", broker, ["--threads", "2", "--exec", 'read l; [ "$l" = slow ] && sleep 60; echo "$l"'])
+        with Producer(broker, item_timeout=0.5) as producer:
+            results = producer.send_and_wait(["slow", "quick"], timeout=60)
+        self.assertEqual([r.succeeded for r in results], [False, True])
+        self.assertIn("timed out after 0.5 s (send --item-timeout)", results[0].text)
+        with self.assertRaises(ValueError):
+            Producer(broker, item_timeout=0)
+
     def test_an_unreachable_broker_is_reported_by_address(self) -> None:
         sandbox = Sandbox(self)
         # A port that was free a moment ago and has nobody listening now.

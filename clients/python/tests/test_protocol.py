@@ -21,11 +21,12 @@ SAMPLES = [
     p.Error(p.ErrorCode.UNKNOWN_PEER, "say hello"),
     p.Submit("q", True, [p.Item(ID1, b"a"), p.Item(ID2, b"")]),
     p.Submit("q", False, []),
+    p.Submit("q", True, [p.Item(ID1, b"x")], 30_000),
     p.Accepted([ID1, ID2]),
     p.Rejected([ID1], p.RejectCode.QUEUE_FULL, "full"),
     p.Result([p.Outcome(ID1, 2, p.Status.FAILED, b"boom")]),
     p.Credit(17),
-    p.Deliver([p.Delivery(ID1, 1, b"\x00\xff"), p.Delivery(ID2, 3, b"")]),
+    p.Deliver([p.Delivery(ID1, 1, b"\x00\xff"), p.Delivery(ID2, 3, b"", 500)]),
     p.Done(2, [p.Outcome(ID2, 1, p.Status.SUCCEEDED, b"\x01\x02\x03")]),
     p.Done(0, []),
     p.HandBack([p.Ref(ID1, 4)]),
@@ -51,7 +52,7 @@ class RoundTripTests(unittest.TestCase):
         for message in SAMPLES:
             with self.subTest(message=type(message).__name__):
                 frames = p.encode(message)
-                self.assertEqual(frames[0], b"DRV\x01")
+                self.assertEqual(frames[0], b"DRV\x02")
                 self.assertEqual(len(frames[1]), 1)
                 decoded = p.decode(frames)
                 self.assertEqual(type(decoded), type(message))
@@ -70,10 +71,10 @@ class RoundTripTests(unittest.TestCase):
 
 class LayoutTests(unittest.TestCase):
     def test_deliveries_pack_into_one_frame_with_big_endian_integers(self) -> None:
-        frames = p.encode(p.Deliver([p.Delivery(ID1, 0x0A0B0C0D, b"\x09"), p.Delivery(ID2, 1, b"")]))
+        frames = p.encode(p.Deliver([p.Delivery(ID1, 0x0A0B0C0D, b"\x09", 0x01020304), p.Delivery(ID2, 1, b"")]))
         self.assertEqual(len(frames), 3)
-        self.assertEqual(frames[2], bytes([1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0, 42, 0x0A, 0x0B, 0x0C, 0x0D, 0, 0, 0, 1, 9])
-                         + bytes([0, 0, 0, 0, 0, 0, 0, 9]) + b"\xff" * 8 + bytes([0, 0, 0, 1, 0, 0, 0, 0]))
+        self.assertEqual(frames[2], bytes([1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0, 0, 0, 0, 42, 0x0A, 0x0B, 0x0C, 0x0D, 1, 2, 3, 4, 0, 0, 0, 1, 9])
+                         + bytes([0, 0, 0, 0, 0, 0, 0, 9]) + b"\xff" * 8 + bytes([0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]))
 
     def test_outcome_record_layout(self) -> None:
         frames = p.encode(p.Done(1, [p.Outcome(ID1, 2, p.Status.FAILED, b"\x07\x08")]))
@@ -87,14 +88,14 @@ class LayoutTests(unittest.TestCase):
         self.assertEqual(frames[4], (1_795_000_000_000).to_bytes(8, "big") + b"\x01" + (30_000).to_bytes(4, "big"))
         self.assertEqual(frames[5], (7).to_bytes(8, "big"))
         self.assertEqual(frames[6], (3000).to_bytes(4, "big"))
-        self.assertEqual(p.encode(p.Bye(p.ByeCode.DEADLINE_PASSED, "late")), [b"DRV\x01", b"\x24", b"\x02", b"late"])
+        self.assertEqual(p.encode(p.Bye(p.ByeCode.DEADLINE_PASSED, "late")), [b"DRV\x02", b"\x24", b"\x02", b"late"])
 
     def test_hello_and_submit_frames(self) -> None:
         self.assertEqual(p.encode(p.Hello(p.Role.WORKER, "w", "q", 4)),
-                         [b"DRV\x01", b"\x01", b"\x02", b"w", b"q", b"\x00\x00\x00\x04"])
-        frames = p.encode(p.Submit("q", True, [p.Item(ID1, b"xy")]))
-        self.assertEqual(frames[2:], [b"q", b"\x01", ID1 + b"\x00\x00\x00\x02xy"])
-        self.assertEqual(p.encode(p.Submit("q", False, []))[3], b"\x00")
+                         [b"DRV\x02", b"\x01", b"\x02", b"w", b"q", b"\x00\x00\x00\x04"])
+        frames = p.encode(p.Submit("q", True, [p.Item(ID1, b"xy")], 1500))
+        self.assertEqual(frames[2:], [b"q", b"\x01", b"\x00\x00\x05\xdc", ID1 + b"\x00\x00\x00\x02xy"])
+        self.assertEqual(p.encode(p.Submit("q", False, []))[3:], [b"\x00", bytes(4)])
 
     def test_packed_frames_close_at_512_kib_and_a_larger_record_gets_its_own(self) -> None:
         outcomes = [p.Outcome(n.to_bytes(16, "big"), 1, p.Status.SUCCEEDED, bytes([n & 0xFF]) * (900_000 if n % 11 == 0 else 100))
@@ -106,21 +107,21 @@ class LayoutTests(unittest.TestCase):
             self.assertLessEqual(len(frame), max(p.PACKED_FRAME_BYTES, 900_000 + 25))
         self.assertEqual(p.decode(frames).outcomes, outcomes)
         batch = [p.Item(n.to_bytes(16, "big"), b"\x01" * 1024) for n in range(256)]
-        self.assertEqual(len(p.encode(p.Submit("q", False, batch))), 5, "a full batch of 256 KiB is one packed frame")
+        self.assertEqual(len(p.encode(p.Submit("q", False, batch))), 6, "a full batch of 256 KiB is one packed frame")
 
     def test_several_packed_frames_decode_as_one_list(self) -> None:
         frames = p.encode(p.Submit("q", False, [p.Item(ID1, b"\x01")]))
-        frames += p.encode(p.Submit("q", False, [p.Item(ID2, b"\x02\x03")]))[4:]
+        frames += p.encode(p.Submit("q", False, [p.Item(ID2, b"\x02\x03")]))[5:]
         decoded = p.decode(frames)
         self.assertEqual(list(decoded.items), [p.Item(ID1, b"\x01"), p.Item(ID2, b"\x02\x03")])
 
 
 class MalformedTests(unittest.TestCase):
-    SIG = b"DRV\x01"
+    SIG = b"DRV\x02"
     CASES = [
         ([b"hello"], "frame-count"),
         ([b"GET /", b"\x01"], "not-drover"),
-        ([b"DRV\x02", b"\x03"], "unsupported-version"),
+        ([b"DRV\x03", b"\x03"], "unsupported-version"),
         ([SIG, b"\x99"], "unknown-command"),
         ([SIG, b"\x03\x03"], "frame-size"),
         ([SIG, b"\x03", b"extra"], "frame-count"),
@@ -128,9 +129,10 @@ class MalformedTests(unittest.TestCase):
         ([SIG, b"\x20", b"\x01\x02"], "frame-size"),
         ([SIG, b"\x11", b"\x01\x02\x03"], "frame-size"),
         ([SIG, b"\x10", b"q"], "frame-count"),
-        ([SIG, b"\x10", b"q", b"\x01", b"\x01"], "frame-size"),
-        ([SIG, b"\x10", b"q", b"\x02"], "bad-value"),  # flag bits other than bit 0
-        ([SIG, b"\x10", b"q", b"\x01", bytes(16) + b"\x00\x00\x00\x09\x01"], "frame-size"),
+        ([SIG, b"\x10", b"q", b"\x01"], "frame-count"),  # no item time limit
+        ([SIG, b"\x10", b"q", b"\x01", bytes(4), b"\x01"], "frame-size"),
+        ([SIG, b"\x10", b"q", b"\x02", bytes(4)], "bad-value"),  # flag bits other than bit 0
+        ([SIG, b"\x10", b"q", b"\x01", bytes(4), bytes(16) + b"\x00\x00\x00\x09\x01"], "frame-size"),
         ([SIG, b"\x22", b"\x00\x00\x00\x01", bytes(20) + b"\x07\x00\x00\x00\x00"], "bad-value"),
         ([SIG, b"\x24", b"\x01", b"\xff\xfe"], "bad-value"),
         ([SIG, b"\x24", b"\x09", b"why"], "bad-value"),
@@ -151,20 +153,20 @@ class MalformedTests(unittest.TestCase):
 
     def test_a_newer_version_is_named_with_ours(self) -> None:
         with self.assertRaises(p.ProtocolError) as caught:
-            p.decode([b"DRV\x02", b"\x03"])
+            p.decode([b"DRV\x03", b"\x03"])
+        self.assertIn("version 3", caught.exception.detail)
         self.assertIn("version 2", caught.exception.detail)
-        self.assertIn("version 1", caught.exception.detail)
         self.assertEqual(caught.exception.wire_code, p.ErrorCode.UNSUPPORTED_VERSION)
 
     def test_names_longer_than_255_bytes_are_refused_both_ways(self) -> None:
         with self.assertRaises(ValueError):
             p.encode(p.Hello(p.Role.WORKER, "x" * 256))
-        frames = [b"DRV\x01", b"\x01", b"\x02", b"x" * 256, b"", bytes(4)]
+        frames = [b"DRV\x02", b"\x01", b"\x02", b"x" * 256, b"", bytes(4)]
         with self.assertRaises(p.ProtocolError):
             p.decode(frames)
 
     def test_an_unknown_error_code_is_kept_with_its_text(self) -> None:
-        message = p.decode([b"DRV\x01", b"\x04", b"\x00\x63", b"new"])
+        message = p.decode([b"DRV\x02", b"\x04", b"\x00\x63", b"new"])
         self.assertEqual((message.code, message.text), (99, "new"))
 
     def test_queue_names(self) -> None:
