@@ -1,5 +1,6 @@
 import ArgumentParser
 import CDroverShims
+import DroverProtocol
 import Foundation
 
 /// `drover`: one executable, one subcommand per role.
@@ -54,4 +55,4 @@ struct DroverTool: ParsableCommand {
 }
 
 /// The version `drover --version` prints.
-let droverVersion = "0.1.0 (wire protocol v1)"
+let droverVersion = "0.1.0 (wire protocol v\(ProtocolVersion.current))"

@@ -1,4 +1,4 @@
-/// Every message of wire protocol v1. `docs/PROTOCOL.md` gives each one's frames.
+/// Every message of wire protocol v2. `docs/PROTOCOL.md` gives each one's frames.
 public enum DroverMessage: Sendable, Equatable {
     // Any peer → broker, and the broker's answer.
     case hello(Hello)

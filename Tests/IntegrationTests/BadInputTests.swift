@@ -93,6 +93,18 @@ struct BadInputTests {
         #expect(code2 == .unsupportedVersion)
         #expect(text2.contains("version 9"))
 
+        // The controller answers the same way: another version gets error 1 naming both.
+        let controller = try sandbox.controller(broker: broker)
+        let client = try ZMQSocket(context, type: .dealer, linger: 0)
+        try client.set(.receiveTimeout(milliseconds: 10_000))
+        try client.connect(controller.commands)
+        try client.send([Array("DRV".utf8) + [1], [0x40]])
+        guard case .error(let code4, let text4)? = try client.receive().flatMap({ try? Codec.decode($0) }) else {
+            Issue.record("expected the controller's error reply to version 1"); return
+        }
+        #expect(code4 == .unsupportedVersion)
+        #expect(text4.contains("version 1") && text4.contains("version 2"), "\(text4)")
+
         try socket.send([ProtocolVersion.signature, [0x10], Array("q".utf8)])  // submit without flags
         guard case .error(let code3, _)? = try socket.receive().flatMap({ try? Codec.decode($0) }) else {
             Issue.record("expected an error reply to a short submit"); return
@@ -111,7 +123,7 @@ struct BadInputTests {
         defer { sandbox.tearDown() }
         let version = try sandbox.run(["--version"])
         #expect(version.status == 0)
-        #expect(version.stdout.contains("wire protocol v1"))
+        #expect(version.stdout.contains("wire protocol v2"))
         for command in ["broker", "controller", "worker", "send", "exit", "status", "up"] {
             let help = try sandbox.run([command, "--help"])
             #expect(help.status == 0)

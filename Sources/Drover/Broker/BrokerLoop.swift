@@ -31,10 +31,9 @@ struct BrokerLoop {
         guard frames.count >= 2 else { return }  // a ROUTER always prepends the identity
         let peer = frames[0]
         let message: DroverMessage
-        do {
-            message = try Codec.decode(frames[1...])
-        } catch {
-            malformed.record(error, from: "a peer", logger: logger)
+        switch malformed.decodeOrError(frames[1...], from: "a peer", logger: logger) {
+        case .success(let decoded): message = decoded
+        case .failure(let error):
             send(peer, .error(error.wireCode, error.detail))
             return
         }

@@ -179,8 +179,8 @@ struct ControllerLoop {
     mutating func command(_ frames: [Frame], now: Int64) {
         guard frames.count >= 2 else { return }
         let peer = frames[0]
-        switch malformed.decode(frames[1...], from: "a client", logger: logger) {
-        case .exitRequest(let deadline)?:
+        switch malformed.decodeOrError(frames[1...], from: "a client", logger: logger) {
+        case .success(.exitRequest(let deadline)):
             if fleet.phase == .running {
                 fleet = FleetState(epoch: max(wallClockMilliseconds(), fleet.epoch + 1), phase: .exiting, deadlineMilliseconds: deadline)
                 logger.notice("fleet exit requested", metadata: ["epoch": "\(fleet.epoch)", "deadline-ms": "\(deadline)"])
@@ -192,12 +192,12 @@ struct ControllerLoop {
                                             "deadline-ms": "\(fleet.deadlineMilliseconds)"])))
             lastStatusReply = now  // the broker's silence is measured from here
             requestStatus(now: now)
-        case .statusRequest?:
+        case .success(.statusRequest):
             reply(peer, .statusReply(brokerStatus ?? "{}"))
-        case let other?:
+        case .success(let other):
             reply(peer, .error(.notAllowed, "the controller does not accept \(other.command) messages"))
-        case nil:
-            reply(peer, .error(.malformed, "not a Drover v\(ProtocolVersion.current) message"))
+        case .failure(let error):
+            reply(peer, .error(error.wireCode, error.detail))
         }
     }
 

@@ -14,11 +14,18 @@ struct MalformedMessages {
 
     /// Decodes the frames after a ROUTER's routing id (or a whole message, as a slice).
     mutating func decode(_ frames: ArraySlice<[UInt8]>, from source: @autoclosure () -> String, logger: Logger) -> DroverMessage? {
+        try? decodeOrError(frames, from: source(), logger: logger).get()
+    }
+
+    /// As ``decode(_:from:logger:)-(ArraySlice<[UInt8]>,_,_)``, with the reason it could not, for a
+    /// server to answer with (`error` with its wire code: 1 for another version, else 2).
+    mutating func decodeOrError(_ frames: ArraySlice<[UInt8]>, from source: @autoclosure () -> String,
+                                logger: Logger) -> Result<DroverMessage, ProtocolError> {
         do {
-            return try Codec.decode(frames)
+            return .success(try Codec.decode(frames))
         } catch {
             record(error, from: source(), logger: logger)
-            return nil
+            return .failure(error)
         }
     }
 
