@@ -54,6 +54,10 @@ struct StatusCommand: ParsableCommand {
         writeOutput("workers:")
         for w in status.workers {
             writeOutput("  \(w.name) on \(w.queue): \(w.threads) threads, \(w.leased) leased, \(w.completed) completed\(w.draining ? ", draining" : "")")
+            if w.handlerRestarts > 0 {
+                let dying = w.handlerDeathsInARow >= 3 ? "; KEEPS DYING, \(w.handlerDeathsInARow) in a row" : ""
+                writeOutput("    handler processes restarted \(w.handlerRestarts) times\(dying); latest: \(w.handlerProblem ?? "")")
+            }
         }
         let c = status.counters
         writeOutput("counters: accepted \(c.accepted), completed \(c.completed), retried \(c.retried), dead-lettered \(c.deadLettered), "

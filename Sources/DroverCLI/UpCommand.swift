@@ -14,6 +14,7 @@ struct UpCommand: ParsableCommand {
         Examples:
           drover up --workers 2 --threads 2 --exec 'tr a-z A-Z'
           drover up --workers 4 --echo --base-port 6000
+          drover up --serve 'python3 handler.py'
         """
     )
 
@@ -25,6 +26,9 @@ struct UpCommand: ParsableCommand {
 
     @Option(help: "Shell command each worker runs per item (see `drover worker --help`).")
     var exec: String?
+
+    @Option(help: "Shell command each worker keeps running per handler thread, items streamed through its stdin and stdout (see `drover worker --help` and docs/HANDLERS.md).")
+    var serve: String?
 
     @Flag(help: "Workers return and print each item.")
     var echo = false
@@ -47,7 +51,9 @@ struct UpCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
-        guard (exec != nil) != echo else { throw ValidationError("give exactly one handler: --exec 'COMMAND' or --echo") }
+        guard [exec != nil, serve != nil, echo].filter({ $0 }).count == 1 else {
+            throw ValidationError("give exactly one handler: --exec 'COMMAND' (a process per item), --serve 'COMMAND' (long-lived processes) or --echo")
+        }
         guard (1...256).contains(workers) else { throw ValidationError("--workers must be between 1 and 256") }
         guard (1...1024).contains(threads) else { throw ValidationError("--threads must be between 1 and 1024") }
         guard basePort == 0 || (1...65533).contains(basePort) else { throw ValidationError("--base-port must be 0 or between 1 and 65533") }
@@ -55,7 +61,8 @@ struct UpCommand: ParsableCommand {
 
     func run() throws {
         let logger = global.makeLogger(role: "up")
-        if let exec { try ExecHandler.check(exec) }
+        if let exec { try ExecHandler.check(exec, flag: "--exec") }
+        if let serve { try ExecHandler.check(serve, flag: "--serve") }
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("drover-up-\(getpid())").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -85,7 +92,7 @@ struct UpCommand: ParsableCommand {
                 var arguments = ["worker", "--broker", brokerEndpoint, "--control", publishEndpoint, "--queue", queue,
                                  "--threads", String(threads), "--name", "worker-\(index)", "--drain-deadline", String(deadline),
                                  "--ready-file", "\(directory)/worker-\(index)"]
-                arguments += exec.map { ["--exec", $0] } ?? ["--echo"]
+                arguments += exec.map { ["--exec", $0] } ?? serve.map { ["--serve", $0] } ?? ["--echo"]
                 let worker = try ChildProcess(role: "worker-\(index)", arguments: arguments + global.childArguments)
                 children.append(worker)
                 workerProcesses.append(worker)

@@ -62,6 +62,8 @@ public enum Codec {
             })
         case .bye(let code, let reason):
             frames += [[code.rawValue], Array(reason.utf8)]
+        case .handlerState(let health):
+            frames += [be32(health.restarts), be32(health.deathsInARow), Array(health.problem.utf8)]
         case .fleet(let state):
             frames.append(fleetFrame(state))
         case .statusReply(let json), .exitProgress(let json):
@@ -176,6 +178,9 @@ public enum Codec {
             try reader.expectCount(2)
             guard let code = ByeCode(rawValue: try reader.byte()) else { throw .badValue("bye: unknown code") }
             return .bye(code, try reader.text())
+        case .handlerState:
+            try reader.expectCount(3)
+            return .handlerState(HandlerHealth(restarts: try reader.u32(), deathsInARow: try reader.u32(), problem: try reader.text()))
         case .fleet:
             try reader.expectCount(1)
             return .fleet(try reader.fleet())

@@ -18,6 +18,7 @@ public enum DroverMessage: Sendable, Equatable {
     case done(credit: UInt32, [ItemOutcome])
     case handBack([DeliveryRef])
     case bye(ByeCode, String)
+    case handlerState(HandlerHealth)
 
     // Fleet state: controller → broker, broker → workers, controller PUB → workers.
     case fleet(FleetState)
@@ -48,6 +49,7 @@ public enum DroverMessage: Sendable, Equatable {
         case done = 0x22
         case handBack = 0x23
         case bye = 0x24
+        case handlerState = 0x25
         case fleet = 0x30
         case statusRequest = 0x40
         case statusReply = 0x41
@@ -74,6 +76,7 @@ public enum DroverMessage: Sendable, Equatable {
         case .done: .done
         case .handBack: .handBack
         case .bye: .bye
+        case .handlerState: .handlerState
         case .fleet: .fleet
         case .statusRequest: .statusRequest
         case .statusReply: .statusReply

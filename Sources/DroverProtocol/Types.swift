@@ -127,6 +127,24 @@ public struct Welcome: Sendable, Equatable {
     }
 }
 
+/// How a worker's handler processes fare (`handler-state`), for `drover status`: a handler
+/// that keeps dying shows there, not only in the worker's log.
+public struct HandlerHealth: Sendable, Equatable, Codable {
+    /// Handler processes that ended without being asked to, since the worker started.
+    public var restarts: UInt32
+    /// Of those, how many in a row without an item answered between: a handler that cannot
+    /// start at all shows a growing number here.
+    public var deathsInARow: UInt32
+    /// Why the latest one ended; empty when none has.
+    public var problem: String
+
+    public init(restarts: UInt32 = 0, deathsInARow: UInt32 = 0, problem: String = "") {
+        self.restarts = restarts
+        self.deathsInARow = deathsInARow
+        self.problem = problem
+    }
+}
+
 /// Why a worker says goodbye (`bye`'s first argument), so that the controller can tell a worker
 /// that met the exit deadline from one that did not without reading the reason's text.
 public enum ByeCode: UInt8, Sendable, Equatable, Codable {

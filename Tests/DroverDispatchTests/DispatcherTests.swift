@@ -192,6 +192,21 @@ struct DispatcherTests {
         #expect(deliveries(d.takeOutbox())[w1]?.first?.timeoutMilliseconds == 1500)
     }
 
+    @Test("a worker's handler health shows in status; the broker hears once when it starts to keep dying")
+    func handlerHealth() {
+        var d = makeDispatcher()
+        join(&d, w1)
+        #expect(d.handlerState(from: w1, HandlerHealth(restarts: 1, deathsInARow: 1, problem: "exited with status 3")) == nil)
+        #expect(d.handlerState(from: w1, HandlerHealth(restarts: 3, deathsInARow: 3, problem: "exited with status 3")) == "w1")
+        #expect(d.handlerState(from: w1, HandlerHealth(restarts: 4, deathsInARow: 4, problem: "exited with status 3")) == nil, "told once")
+        let worker = d.status(now: 0).workers.first
+        #expect(worker?.handlerRestarts == 4 && worker?.handlerDeathsInARow == 4 && worker?.handlerProblem == "exited with status 3")
+        _ = d.takeOutbox()
+        d.handlerState(from: Array("stranger".utf8), HandlerHealth(restarts: 1))
+        guard case .error(let code, _)? = d.takeOutbox().first?.message else { Issue.record("expected an error"); return }
+        #expect(code == .unknownPeer)
+    }
+
     @Test("oversize items, a full broker, a bad queue name and an exiting fleet are refused with reasons")
     func rejections() {
         var d = makeDispatcher(maxItems: 3, maxItemBytes: 4)

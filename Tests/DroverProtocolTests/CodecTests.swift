@@ -27,6 +27,8 @@ struct CodecTests {
         .bye(.drained, "fleet exit"),
         .bye(.deadlinePassed, ""),
         .bye(.acknowledged, "ok"),
+        .handlerState(HandlerHealth(restarts: 7, deathsInARow: 3, problem: "the handler process exited with status 3")),
+        .handlerState(HandlerHealth()),
         .fleet(fleet),
         .statusRequest,
         .statusReply("{}"),

@@ -172,6 +172,25 @@ struct WorkerSessionTests {
         #expect(!session.isRegistered, "650 ms of silence is past the broker's window: register again")
     }
 
+    @Test("the handler's health goes to the broker when it changes, and again after a new registration")
+    func handlerHealth() {
+        var session = registered()
+        _ = session.ports.take()
+        session.handler(HandlerHealth(), now: 2)
+        #expect(session.ports.take().isEmpty, "a clean record is not news")
+        let dying = HandlerHealth(restarts: 2, deathsInARow: 2, problem: "exited with status 3")
+        session.handler(dying, now: 3)
+        session.handler(dying, now: 4)
+        #expect(session.ports.take() == [.handlerState(dying)], "once per change")
+        _ = session.received(.error(.unknownPeer, "restarted"), now: 5)
+        session.handler(dying, now: 6)
+        #expect(!session.ports.take().contains(.handlerState(dying)), "not while unregistered")
+        _ = session.received(welcome(instance: 2), now: 7)
+        _ = session.ports.take()
+        session.handler(dying, now: 8)
+        #expect(session.ports.take() == [.handlerState(dying)], "the new broker hears it too")
+    }
+
     @Test("a pause of this process past the liveness window makes it register again before sending")
     func paused() {
         var session = registered()

@@ -136,13 +136,14 @@ extension ProcessTests {
             #expect(viaBroker.stderr.contains("fleet exit"))
         }
 
-        @Test("drover up runs a fleet that does real work and shuts down on drover exit")
-        func upSendExit() throws {
+        @Test("drover up runs a fleet that does real work and shuts down on drover exit",
+              arguments: [["--exec", "tr a-z A-Z"], ["--serve", "stdbuf -oL tr a-z A-Z"]])
+        func upSendExit(handler: [String]) throws {
             let sandbox = try Sandbox("up")
             defer { sandbox.tearDown() }
             let ready = sandbox.path("up.ready")
-            let up = try sandbox.start("up", ["up", "--workers", "2", "--threads", "2", "--exec", "tr a-z A-Z",
-                                              "--base-port", "0", "--ready-file", ready])
+            let up = try sandbox.start("up", ["up", "--workers", "2", "--threads", "2"] + handler
+                                           + ["--base-port", "0", "--ready-file", ready])
             let endpoints = try sandbox.waitForFile(ready, process: up)
             let sent = try sandbox.run(["send", "--broker", endpoints[0], "--wait", "hello", "world"])
             #expect(sent.status == 0, "\(sent.stderr)")

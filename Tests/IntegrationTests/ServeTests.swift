@@ -48,6 +48,26 @@ extension ProcessTests {
 }
 
 extension ProcessTests.ServeTests {
+    @Test("a handler that cannot start shows in drover status and the broker's log, not only the worker's")
+    func keepsDyingInStatus() throws {
+        let sandbox = try Sandbox("serve-dying")
+        defer { sandbox.tearDown() }
+        let (broker, endpoint) = try sandbox.broker(["--max-deliveries", "5", "--retry-base-ms", "20"])
+        _ = try sandbox.worker("w", broker: endpoint, ["--threads", "1", "--serve", "echo cannot start >&2; exit 3"])
+        let sent = try sandbox.run(["send", "--broker", endpoint, "doomed"])
+        #expect(sent.status == 0, "\(sent.stderr)")
+        #expect(sandbox.eventually(seconds: 30) { broker.stderr.contains("a worker's handler processes keep dying") },
+                "\(broker.stderr.suffix(2000))")
+        let status = try sandbox.run(["status", "--broker", endpoint])
+        #expect(status.stdout.contains("KEEPS DYING"), "\(status.stdout)")
+        #expect(status.stdout.contains("the handler process exited with status 3"), "\(status.stdout)")
+        let json = try sandbox.run(["status", "--broker", endpoint, "--json"])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        let worker = try #require((object["workers"] as? [[String: Any]])?.first)
+        #expect((worker["handlerDeathsInARow"] as? Int ?? 0) >= 3)
+        #expect((worker["handlerRestarts"] as? Int ?? 0) >= 3)
+    }
+
     @Test("--item-timeout: a handler that hangs is stopped, the item is retried and then dead-lettered as timed out")
     func itemTimeout() throws {
         let sandbox = try Sandbox("item-timeout")

@@ -57,6 +57,11 @@ struct BrokerLoop {
             dispatcher.credit(from: peer, amount)
         case .done(let credit, let outcomes):
             dispatcher.done(from: peer, credit: credit, outcomes, now: now)
+        case .handlerState(let health):
+            if let worker = dispatcher.handlerState(from: peer, health) {
+                logger.warning("a worker's handler processes keep dying", metadata: [
+                    "worker": "\(worker)", "deaths-in-a-row": "\(health.deathsInARow)", "problem": "\(health.problem)"])
+            }
         case .handBack(let refs):
             dispatcher.handBack(from: peer, refs)
             if !refs.isEmpty { logger.info("worker handed items back", metadata: ["items": "\(refs.count)"]) }

@@ -42,7 +42,7 @@ public final class ServeHandler: WorkHandler {
     /// Every live process, for ``cancelRunning()`` and ``shutdown(deadlineMilliseconds:)``.
     private let live = Mutex<Set<pid_t>>([])
     /// Consecutive deaths, and when the next process may start.
-    private let restarts = Mutex<(failures: Int, notBefore: Int64)>((0, 0))
+    private let restarts = Mutex(Restarts())
     /// Set by ``cancelRunning()`` and ``shutdown(deadlineMilliseconds:)``: no process starts after.
     private let closing = Atomic<Bool>(false)
 
@@ -54,6 +54,16 @@ public final class ServeHandler: WorkHandler {
     static let readChunk = 64 * 1024
     /// Most items in flight in one handler process (``batchLimit``).
     static let inFlightLimit = 64
+
+    /// Processes that ended unasked, and when the next may start.
+    private struct Restarts {
+        /// Deaths in a row, without an item answered between.
+        var failures = 0
+        var notBefore: Int64 = 0
+        /// Every process that ended unasked (timed out included), and the latest reason.
+        var total: UInt32 = 0
+        var problem = ""
+    }
 
     /// Creates the handler; processes start when items arrive. It sets SIGPIPE to be ignored
     /// in this process: a handler process that dies must make our write fail with EPIPE, not
@@ -164,6 +174,10 @@ public final class ServeHandler: WorkHandler {
     var livePIDs: [pid_t] { live.withLock { Array($0) } }
     /// Processes that died in a row, without answering an item between.
     var deathsInARow: Int { restarts.withLock { $0.failures } }
+
+    public var health: HandlerHealth {
+        restarts.withLock { HandlerHealth(restarts: $0.total, deathsInARow: UInt32(clamping: $0.failures), problem: $0.problem) }
+    }
     /// The wait before the next start after the latest death.
     var restartBackoffMilliseconds: Int64 {
         let failures = deathsInARow
@@ -242,7 +256,10 @@ public final class ServeHandler: WorkHandler {
         process.kill()
         let code = process.wait()
         finish(process, code: code, expected: false)
+        let how = failure.reason ?? "the handler process \(Subprocess.describe(code))"
         let (failures, backoff) = restarts.withLock { state -> (Int, Int64) in
+            state.total &+= 1
+            state.problem = how
             // A process stopped for running too long is not a process that keeps dying.
             if failure.timedOut { return (state.failures, 0) }
             state.failures += 1
@@ -250,7 +267,6 @@ public final class ServeHandler: WorkHandler {
             state.notBefore = monotonicMilliseconds() + backoff
             return (state.failures, backoff)
         }
-        let how = failure.reason ?? "the handler process \(Subprocess.describe(code))"
         logger.error("handler process ended; starting another when needed", metadata: [
             "pid": "\(process.pid)", "reason": "\(how)", "deaths-in-a-row": "\(failures)", "restart-in-ms": "\(backoff)"])
         return how

@@ -104,12 +104,15 @@ public protocol WorkHandler: Sendable {
     /// Runs `items` in order and calls `report` with each one's index and outcome as soon as it
     /// is known, exactly once per item. The default runs ``handle(_:)`` on each in turn.
     func handle(batch items: [WorkItem], report: (Int, Result<[UInt8], any Error>) -> Void)
+    /// How the handler's processes fare, for `drover status`. Default: nothing to report.
+    var health: HandlerHealth { get }
 }
 
 extension WorkHandler {
     public func cancelRunning() {}
     public func shutdown(deadlineMilliseconds: Int64) {}
     public var batchLimit: Int { 1 }
+    public var health: HandlerHealth { HandlerHealth() }
     public func handle(batch items: [WorkItem], report: (Int, Result<[UInt8], any Error>) -> Void) {
         for (index, item) in items.enumerated() {
             report(index, Result { try handle(item) })

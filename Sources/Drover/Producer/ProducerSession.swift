@@ -196,7 +196,7 @@ struct ProducerSession<Ports: ProducerPorts> {
             try startOver("the broker does not know this producer (it restarted, or this process was paused); introducing it again")
         case .error(let code, let text):
             throw DroverError.refused("the broker refused a message (\(code)): \(text)")
-        case .hello, .heartbeat, .submit, .credit, .deliver, .done, .handBack, .bye, .fleet, .statusRequest,
+        case .hello, .heartbeat, .submit, .credit, .deliver, .done, .handBack, .bye, .handlerState, .fleet, .statusRequest,
              .statusReply, .exitRequest, .exitProgress, .exitFinished, .deadLetters, .deadLetterReply:
             break
         }

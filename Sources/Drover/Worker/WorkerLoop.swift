@@ -14,6 +14,9 @@ struct WorkerLoop {
     var session: WorkerSession<WorkerIO>
     var malformed = MalformedMessages()
     var lastTouched: Int64 = 0
+    var lastHealthCheck: Int64 = 0
+    /// How often the handler's health is looked at (a lock, for `--serve`), and sent on change.
+    static let healthCheckMilliseconds: Int64 = 200
     var logger: Logger { worker.logger }
     var options: WorkerOptions { worker.options }
 
@@ -69,6 +72,10 @@ struct WorkerLoop {
             }
             let later = monotonicMilliseconds()
             touchReadyFile(now: later)
+            if later - lastHealthCheck >= Self.healthCheckMilliseconds {
+                lastHealthCheck = later
+                session.handler(worker.handler.health, now: later)
+            }
             if let exit = session.timers(now: later) { return exit }
         }
     }

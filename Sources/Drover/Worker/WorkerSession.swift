@@ -68,6 +68,8 @@ struct WorkerSession<Ports: WorkerPorts> {
     private(set) var sizer: LookaheadSizer
     /// Deliveries handed back while the broker was unreachable, to tell it when it is back.
     private(set) var unsentHandBack: [DeliveryRef] = []
+    /// The handler's health as the broker last heard it; nil when this registration has not.
+    private var reportedHealth: HandlerHealth?
     private var fleetEpoch: UInt64 = 0
     private var lastSent: Int64 = 0
     private var lastHeard: Int64 = 0
@@ -136,7 +138,10 @@ struct WorkerSession<Ports: WorkerPorts> {
             brokerTimings = (Int64(welcome.heartbeatMilliseconds), Int64(welcome.livenessMilliseconds))
             // A registration starts with no credit: the grant below covers every free slot,
             // including those freed by outcomes the broker has not heard of yet.
-            if grants { brokerCredit = 0 }
+            if grants {
+                brokerCredit = 0
+                reportedHealth = nil
+            }
             if !unsentOutcomes.isEmpty {
                 let outcomes = unsentOutcomes
                 unsentOutcomes.removeAll()
@@ -168,7 +173,7 @@ struct WorkerSession<Ports: WorkerPorts> {
             } else {
                 logger.error("the broker refused a message", metadata: ["code": "\(code)", "reason": "\(text)"])
             }
-        case .hello, .submit, .accepted, .rejected, .result, .credit, .done, .handBack,
+        case .hello, .submit, .accepted, .rejected, .result, .credit, .done, .handBack, .handlerState,
              .statusRequest, .statusReply, .exitRequest, .exitProgress, .exitFinished, .deadLetters, .deadLetterReply:
             logger.warning("ignored an unexpected message from the broker", metadata: ["command": "\(message.command)"])
         }
@@ -216,6 +221,13 @@ struct WorkerSession<Ports: WorkerPorts> {
     }
 
     // MARK: Work
+
+    /// How the handler fares now: the broker hears of each change (and, after each new
+    /// registration, of anything but a clean record).
+    mutating func handler(_ health: HandlerHealth, now: Int64) {
+        guard isRegistered, health != (reportedHealth ?? HandlerHealth()) else { return }
+        if send(.handlerState(health), now: now) { reportedHealth = health }
+    }
 
     /// Items finished on the handler threads: their slots are free again.
     mutating func finished(_ jobs: [FinishedJob], now: Int64) {

@@ -28,6 +28,12 @@ public struct BrokerStatus: Codable, Sendable, Equatable {
         public var completed: Int
         public var draining: Bool
         public var silentMilliseconds: Int64
+        /// Handler processes that ended without being asked to (`--serve`), since the worker started.
+        public var handlerRestarts: UInt32 = 0
+        /// Of those, how many in a row without an answered item between.
+        public var handlerDeathsInARow: UInt32 = 0
+        /// Why the latest one ended; absent when none has.
+        public var handlerProblem: String? = nil
     }
 
     public struct Departed: Codable, Sendable, Equatable {
@@ -75,7 +81,9 @@ extension Dispatcher {
             },
             workers: workers.values.sorted { $0.name < $1.name }.map { w in
                 .init(name: w.name, queue: w.queue, threads: w.concurrency, credit: w.credit, leased: w.leased,
-                      completed: w.completed, draining: w.draining, silentMilliseconds: now - w.lastSeen)
+                      completed: w.completed, draining: w.draining, silentMilliseconds: now - w.lastSeen,
+                      handlerRestarts: w.handler.restarts, handlerDeathsInARow: w.handler.deathsInARow,
+                      handlerProblem: w.handler.problem.isEmpty ? nil : w.handler.problem)
             },
             departed: departed.map { d in
                 let (how, reason, code): (String, String, UInt8?) = switch d.departure {

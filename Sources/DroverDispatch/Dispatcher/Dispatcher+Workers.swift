@@ -52,6 +52,21 @@ extension Dispatcher {
         dispatch(record.queue)
     }
 
+    /// A worker said how its handler processes fare; shown by ``status(now:)``. Returns the
+    /// worker's name when its handler has just started to keep dying (3 deaths in a row), for
+    /// the broker's log.
+    @discardableResult
+    public mutating func handlerState(from peer: PeerID, _ health: HandlerHealth) -> String? {
+        guard var record = workers[peer] else {
+            unknownPeer(peer)
+            return nil
+        }
+        let startedDying = health.deathsInARow >= 3 && record.handler.deathsInARow < 3
+        record.handler = health
+        workers[peer] = record
+        return startedDying ? record.name : nil
+    }
+
     /// A worker handed deliveries back unstarted; it is draining and gets no more work.
     /// Handing back does not count against the item's delivery cap.
     public mutating func handBack(from peer: PeerID, _ refs: [DeliveryRef]) {

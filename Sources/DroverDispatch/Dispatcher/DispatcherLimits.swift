@@ -70,6 +70,8 @@ extension Dispatcher {
         /// A `deliver` met its full pipe: it gets nothing until it is heard from again.
         var stalled = false
         var completed = 0
+        /// How its handler processes fare, as it last said (`handler-state`).
+        var handler = HandlerHealth()
         var handedBack = 0
     }
 

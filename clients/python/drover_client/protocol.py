@@ -37,7 +37,7 @@ __all__ = [
     "Command", "Role", "ErrorCode", "RejectCode", "ByeCode", "Phase", "Status", "DeadLetterKind",
     "FleetState", "Item", "Delivery", "Ref", "Outcome",
     "Hello", "Welcome", "Heartbeat", "Error", "Submit", "Accepted", "Rejected", "Result",
-    "Credit", "Deliver", "Done", "HandBack", "Bye", "Fleet", "StatusRequest", "StatusReply",
+    "Credit", "Deliver", "Done", "HandBack", "Bye", "HandlerState", "Fleet", "StatusRequest", "StatusReply",
     "ExitRequest", "ExitProgress", "ExitFinished", "DeadLetters", "DeadLetterReply",
     "Message", "ProtocolError", "encode", "decode", "queue_name_problem", "id_hex", "id_from_hex",
 ]
@@ -89,6 +89,7 @@ class Command(IntEnum):
     DONE = 0x22
     HAND_BACK = 0x23
     BYE = 0x24
+    HANDLER_STATE = 0x25
     FLEET = 0x30
     STATUS_REQUEST = 0x40
     STATUS_REPLY = 0x41
@@ -338,6 +339,19 @@ class Bye:
 
 
 @dataclass(frozen=True)
+class HandlerState:
+    """0x25, worker → broker, optional: how the worker's handler processes fare, for ``drover
+    status``. Sent when it changes, and again after each new registration unless all zero."""
+
+    #: Handler processes that ended without being asked to, since the worker started.
+    restarts: int
+    #: Of those, how many in a row without an item answered between.
+    deaths_in_a_row: int
+    #: Why the latest one ended; empty when none has.
+    problem: str = ""
+
+
+@dataclass(frozen=True)
 class Fleet:
     """0x30, controller → broker, broker → worker, controller PUB → workers."""
 
@@ -397,7 +411,7 @@ class DeadLetterReply:
 
 Message = Union[
     Hello, Welcome, Heartbeat, Error, Submit, Accepted, Rejected, Result, Credit, Deliver, Done,
-    HandBack, Bye, Fleet, StatusRequest, StatusReply, ExitRequest, ExitProgress, ExitFinished,
+    HandBack, Bye, HandlerState, Fleet, StatusRequest, StatusReply, ExitRequest, ExitProgress, ExitFinished,
     DeadLetters, DeadLetterReply,
 ]
 
@@ -554,6 +568,8 @@ def _arguments(m: Message) -> List[bytes]:
         return [b"".join(_REF.pack(_id(r.id), r.attempt) for r in m.refs)]
     if isinstance(m, Bye):
         return [bytes([int(m.code)]), m.reason.encode("utf-8")]
+    if isinstance(m, HandlerState):
+        return [_U32.pack(m.restarts), _U32.pack(m.deaths_in_a_row), m.problem.encode("utf-8")]
     if isinstance(m, Fleet):
         return [_fleet(m.state)]
     if isinstance(m, (StatusReply, ExitProgress, DeadLetterReply)):
@@ -578,7 +594,7 @@ _COMMANDS = {
     Hello: Command.HELLO, Welcome: Command.WELCOME, Heartbeat: Command.HEARTBEAT, Error: Command.ERROR,
     Submit: Command.SUBMIT, Accepted: Command.ACCEPTED, Rejected: Command.REJECTED, Result: Command.RESULT,
     Credit: Command.CREDIT, Deliver: Command.DELIVER, Done: Command.DONE, HandBack: Command.HAND_BACK,
-    Bye: Command.BYE, Fleet: Command.FLEET, StatusRequest: Command.STATUS_REQUEST,
+    Bye: Command.BYE, HandlerState: Command.HANDLER_STATE, Fleet: Command.FLEET, StatusRequest: Command.STATUS_REQUEST,
     StatusReply: Command.STATUS_REPLY, ExitRequest: Command.EXIT_REQUEST, ExitProgress: Command.EXIT_PROGRESS,
     ExitFinished: Command.EXIT_FINISHED, DeadLetters: Command.DEAD_LETTERS, DeadLetterReply: Command.DEAD_LETTER_REPLY,
 }
@@ -788,6 +804,11 @@ def _decode_bye(a: _Arguments) -> Message:
     return Bye(a.enum(ByeCode, "bye code"), a.text("the reason"))
 
 
+def _decode_handler_state(a: _Arguments) -> Message:
+    a.expect_count(3, "restarts, deaths in a row, problem")
+    return HandlerState(a.u32("the restarts"), a.u32("the deaths in a row"), a.text("the problem"))
+
+
 def _decode_dead_letters(a: _Arguments) -> Message:
     a.expect_count(2, "kind, argument")
     kind = a.enum(DeadLetterKind, "dead-letter request kind")
@@ -856,6 +877,7 @@ _DECODERS: "dict[Command, Callable[[_Arguments], Message]]" = {
     Command.DONE: _decode_done,
     Command.HAND_BACK: _decode_hand_back,
     Command.BYE: _decode_bye,
+    Command.HANDLER_STATE: _decode_handler_state,
     Command.FLEET: _decode_fleet,
     Command.STATUS_REQUEST: _no_arguments(StatusRequest),
     Command.STATUS_REPLY: _one_text(StatusReply),

@@ -33,6 +33,7 @@ SAMPLES = [
     p.HandBack([]),
     p.Bye(p.ByeCode.DRAINED, "fleet exit"),
     p.Bye(p.ByeCode.ACKNOWLEDGED, "ok"),
+    p.HandlerState(7, 3, "the handler process exited with status 3"),
     p.Fleet(FLEET),
     p.StatusRequest(),
     p.StatusReply("{}"),
@@ -65,6 +66,7 @@ class RoundTripTests(unittest.TestCase):
         self.assertEqual(codes[p.Submit], 0x10)
         self.assertEqual(codes[p.Done], 0x22)
         self.assertEqual(codes[p.Bye], 0x24)
+        self.assertEqual(codes[p.HandlerState], 0x25)
         self.assertEqual(codes[p.Fleet], 0x30)
         self.assertEqual(codes[p.DeadLetterReply], 0x51)
 
