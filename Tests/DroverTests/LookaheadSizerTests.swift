@@ -37,6 +37,22 @@ struct LookaheadSizerTests {
         #expect(milli.lookahead == 100)
     }
 
+    @Test("large items: at most about 64 MiB waits in a worker, however fast they are handled")
+    func largeItems() {
+        var sizer = LookaheadSizer(threads: 2, fixed: nil)
+        sizer.finished(microseconds: [2])
+        for _ in 0..<20 { sizer.starved() }
+        #expect(sizer.lookahead == 4096)
+        sizer.received(payloadBytes: Array(repeating: 1 << 20, count: 64))
+        #expect(sizer.lookahead <= 64 + 4, "1 MiB items: about 64 of them")
+        #expect(sizer.lookahead >= 60)
+        var small = LookaheadSizer(threads: 2, fixed: nil)
+        small.received(payloadBytes: [16, 16])
+        small.finished(microseconds: [2])
+        for _ in 0..<20 { small.starved() }
+        #expect(small.lookahead == 4096, "small items are not limited by size")
+    }
+
     @Test("--lookahead N fixes it")
     func fixed() {
         var sizer = LookaheadSizer(threads: 4, fixed: 7)

@@ -146,6 +146,18 @@ struct ServeHandlerTests {
         #expect(handler.liveProcesses == 1, "one process ran the whole batch")
     }
 
+    @Test("a batch of large items goes in runs of about 1 MiB, every item answered in order", .timeLimit(.minutes(1)))
+    func largeBatch() throws {
+        let handler = ServeHandler(command: "stdbuf -oL tr a-z A-Z", format: .lines, logger: logger)
+        defer { handler.shutdown(deadlineMilliseconds: 5000) }
+        let items = (0..<7).map { n in item(String(repeating: Character(UnicodeScalar(UInt8(97 + n))), count: 400_000), UInt64(n)) }
+        let (outcomes, order) = batch(handler, items)
+        #expect(order == Array(0..<7))
+        for (index, item) in items.enumerated() {
+            #expect(try outcomes[index]?.get() == Array(String(decoding: item.payload, as: UTF8.self).uppercased().utf8))
+        }
+    }
+
     @Test("a process that dies mid-batch fails the item it was on and every item behind it; the ones answered stand")
     func diesMidBatch() throws {
         let handler = ServeHandler(command: "while IFS= read -r l; do [ \"$l\" = die ] && exit 3; echo \"$l\"; done",

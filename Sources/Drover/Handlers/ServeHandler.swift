@@ -54,6 +54,8 @@ public final class ServeHandler: WorkHandler {
     static let readChunk = 64 * 1024
     /// Most items in flight in one handler process (``batchLimit``).
     static let inFlightLimit = 64
+    /// Most bytes of items written to a process as one run (a larger item goes alone).
+    static let streamBytes = 1 << 20
 
     /// Processes that ended unasked, and when the next may start.
     private struct Restarts {
@@ -86,20 +88,32 @@ public final class ServeHandler: WorkHandler {
     }
 
     public func handle(batch items: [WorkItem], report: (Int, Result<[UInt8], any Error>) -> Void) {
-        // Every item that can be framed goes into one stream; `ends` marks where each one's
-        // bytes end, since a response may not come before its item has been read.
-        var stream: [UInt8] = []
-        var ends: [Int] = []
-        var sent: [Int] = []
-        for (index, item) in items.enumerated() {
-            do {
-                stream += try encode(item)
-                ends.append(stream.count)
-                sent.append(index)
-            } catch {
-                report(index, .failure(error))
+        // The items go in runs whose frames add up to at most `streamBytes` (a run holds at
+        // least one item), so a batch of large items does not sit in memory twice at once.
+        var next = 0
+        while next < items.count {
+            // `ends` marks where each item's bytes end: a response may not come before its item
+            // has been read.
+            var stream: [UInt8] = []
+            var ends: [Int] = []
+            var sent: [Int] = []
+            while next < items.count, sent.isEmpty || stream.count + items[next].payload.count <= Self.streamBytes {
+                do {
+                    stream += try encode(items[next])
+                    ends.append(stream.count)
+                    sent.append(next)
+                } catch {
+                    report(next, .failure(error))
+                }
+                next += 1
             }
+            run(stream, ends: ends, sent: sent, of: items, report: report)
         }
+    }
+
+    /// Runs the items `sent` (indices into `items`), framed in `stream`, through one process.
+    private func run(_ stream: [UInt8], ends: [Int], sent: [Int], of items: [WorkItem],
+                     report: (Int, Result<[UInt8], any Error>) -> Void) {
         guard let first = sent.first else { return }
         let process: Subprocess
         do {

@@ -10,6 +10,9 @@
 ///   second holds one beyond its threads, so it never sits on items another worker's free thread
 ///   could start. The limit follows the recent average, so a queue whose items turn slow
 ///   shrinks the lookahead at once (credit is then returned more slowly, not taken back).
+/// - **How large items are.** The items waiting here may also add up to at most
+///   ``queueBudgetBytes`` (from the recent average payload size), so fast handlers of large
+///   items do not make a worker hold thousands of megabytes.
 ///
 /// It starts at 1, today's fixed default, and learns from there. Pure: no clock of its own.
 struct LookaheadSizer: Equatable {
@@ -20,12 +23,16 @@ struct LookaheadSizer: Equatable {
     /// Recent average time a handler thread spends on one item, in microseconds; nil until the
     /// first item ends.
     private(set) var serviceMicroseconds: Double?
+    /// Recent average payload size of the items delivered, in bytes; nil until the first.
+    private(set) var payloadBytes: Double?
 
     /// The largest lookahead it grows to: deep enough for no-op items to keep a 2-core
     /// machine's handler threads busy (the fixed `--lookahead 4096` that `drover bench` used).
     static let maxLookahead = 4096
     /// Most work, per handler thread, that may wait in a worker's queue: 50 ms.
     static let queueBudgetMicroseconds = 50_000.0
+    /// Most payload bytes that may wait in a worker's queue: 64 MiB.
+    static let queueBudgetBytes = 64.0 * 1024 * 1024
     /// Weight of the newest item in the average time per item.
     static let smoothing = 1.0 / 16
 
@@ -40,11 +47,22 @@ struct LookaheadSizer: Equatable {
     /// The items the worker wants to hold now.
     var capacity: Int { threads + lookahead }
 
-    /// The largest lookahead the time per item allows.
+    /// The largest lookahead the time per item and the size of items allow.
     var limit: Int {
-        guard let service = serviceMicroseconds, service > 0 else { return Self.maxLookahead }
-        let items = Double(threads) * Self.queueBudgetMicroseconds / service
-        return Int(max(1, min(Double(Self.maxLookahead), items.rounded(.down))))
+        var items = Double(Self.maxLookahead)
+        if let service = serviceMicroseconds, service > 0 { items = min(items, Double(threads) * Self.queueBudgetMicroseconds / service) }
+        if let bytes = payloadBytes, bytes > 0 { items = min(items, Self.queueBudgetBytes / bytes) }
+        return Int(max(1, items.rounded(.down)))
+    }
+
+    /// Items arrived, of these payload sizes.
+    mutating func received<C: Collection>(payloadBytes sizes: C) where C.Element == Int {
+        guard fixed == nil, !sizes.isEmpty else { return }
+        for size in sizes {
+            let sample = Double(size)
+            payloadBytes = payloadBytes.map { $0 + (sample - $0) * Self.smoothing } ?? sample
+        }
+        lookahead = min(lookahead, limit)
     }
 
     /// Items ended, having taken `microseconds` of a thread each.

@@ -198,7 +198,11 @@ struct WorkerSession<Ports: WorkerPorts> {
         if case .serving = phase {
             // They used up all the credit the broker held (it has more), and found no job
             // waiting for a thread: the threads ran dry during the round trip.
-            if deliveries.count >= credit && credit > 0 && ports.queuedInPool == 0 { resize { $0.starved() } }
+            let starved = deliveries.count >= credit && credit > 0 && ports.queuedInPool == 0
+            resize { sizer in
+                sizer.received(payloadBytes: deliveries.lazy.map(\.payload.count))
+                if starved { sizer.starved() }
+            }
             jobs.reserveCapacity(deliveries.count)
             // Deliveries beyond the credit we counted (sent against a grant from before a new
             // registration) are leases all the same: held while slots are free, since a
