@@ -15,11 +15,15 @@ extension Benchmark {
 
     /// The pattern Drover grew from (shared/reference/seed-pattern.txt), with the same trivial
     /// handler: a process per runner, each with two `Handler`s whose threads drain an in-process
-    /// `queue.Queue`. Each runner puts its share of the items into its handlers' queues itself,
-    /// as the pattern does, so no item crosses a process boundary or a network: the pattern's
-    /// best case. Prints items/s, from the moment every runner may start to the last result.
+    /// `queue.Queue`. Two ways to give it items, chosen by the third argument:
+    /// - `fed`: as a job system gets them, from outside: the parent puts each item on a runner's
+    ///   `multiprocessing.Queue` and collects each result from a shared one (what Drover does,
+    ///   with a broker and acknowledgements in between);
+    /// - `local`: each runner makes its share itself and keeps the results, as the pattern's own
+    ///   example does: no item crosses a process. The pattern's best case.
+    /// Prints items/s, from the moment every runner may start to the last result.
     static let seedPattern = """
-        import multiprocessing, sys, time
+        import multiprocessing, sys, threading, time
         from concurrent.futures import ThreadPoolExecutor
         from queue import Queue
 
@@ -27,46 +31,73 @@ extension Benchmark {
             return line.upper()
 
         class Handler:
-            def __init__(self):
+            def __init__(self, results):
                 self.queue = Queue()
-                self.results = []
+                self.results = results
 
             def put(self, item):
                 self.queue.put(item)
 
             def run(self):
+                handled = 0
                 while True:
                     item = self.queue.get()
                     if item == 'exit':
                         break
-                    self.results.append(handle(item))
-                return len(self.results)
+                    result = handle(item)
+                    if self.results is not None:
+                        self.results.put(result)
+                    handled += 1
+                return handled
 
         class Runner:
-            def __init__(self, name, first, count):
-                self.name, self.first, self.count = name, first, count
-                self.a, self.b = Handler(), Handler()
+            def __init__(self, first, count, inbox, results):
+                self.first, self.count, self.inbox = first, count, inbox
+                self.a, self.b = Handler(results), Handler(results)
+
+            def items(self):
+                if self.inbox is None:
+                    for n in range(self.first, self.first + self.count):
+                        yield 'item-%d' % n
+                else:
+                    while True:
+                        item = self.inbox.get()
+                        if item == 'exit':
+                            return
+                        yield item
 
             def start(self, go, done):
                 go.wait()
                 with ThreadPoolExecutor() as exe:
                     futures = [exe.submit(h.run) for h in (self.a, self.b)]
-                    for n in range(self.first, self.first + self.count):
-                        (self.a if n % 2 == 0 else self.b).put('item-%d' % n)
+                    for n, item in enumerate(self.items()):
+                        (self.a if n % 2 == 0 else self.b).put(item)
                     self.a.put('exit')
                     self.b.put('exit')
                     done.put(sum(f.result() for f in futures))
 
         if __name__ == '__main__':
-            total, runners = int(sys.argv[1]), int(sys.argv[2])
-            go, done = multiprocessing.Event(), multiprocessing.Queue()
+            total, runners, fed = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == 'fed'
             share = total // runners
-            procs = [multiprocessing.Process(target=Runner(str(i), i * share, share).start, args=(go, done)) for i in range(runners)]
+            go, done = multiprocessing.Event(), multiprocessing.Queue()
+            results = multiprocessing.Queue() if fed else None
+            inboxes = [multiprocessing.Queue() if fed else None for _ in range(runners)]
+            procs = [multiprocessing.Process(target=Runner(i * share, share, inboxes[i], results).start, args=(go, done))
+                     for i in range(runners)]
             for p in procs:
                 p.start()
             time.sleep(0.5)  # let every process reach go.wait(): its start-up is not the pattern's speed
             start = time.monotonic()
             go.set()
+            if fed:
+                def feed():
+                    for n in range(share * runners):
+                        inboxes[n % runners].put('item-%d' % n)
+                    for inbox in inboxes:
+                        inbox.put('exit')
+                threading.Thread(target=feed).start()
+                for _ in range(share * runners):
+                    results.get()
             handled = sum(done.get() for _ in procs)
             seconds = time.monotonic() - start
             for p in procs:
@@ -81,15 +112,16 @@ extension Benchmark {
         let handlerFile = "\(directory)/upper.py", seedFile = "\(directory)/seed_pattern.py"
         try Self.pythonHandler.write(toFile: handlerFile, atomically: true, encoding: .utf8)
         try Self.seedPattern.write(toFile: seedFile, atomically: true, encoding: .utf8)
-        var serve: [Double] = [], exec: [Double] = [], seed: [Double] = []
+        var serve: [Double] = [], exec: [Double] = [], fed: [Double] = [], local: [Double] = []
         for _ in 0..<settings.runs {
             serve.append(try handlerThroughput(["--serve", "python3 \(handlerFile)"], items: serveItems))
             exec.append(try handlerThroughput(["--exec", "python3 \(handlerFile)"], items: execItems))
-            seed.append(try seedPatternThroughput(seedFile, items: serveItems))
+            fed.append(try seedPatternThroughput(seedFile, items: serveItems, mode: "fed"))
+            local.append(try seedPatternThroughput(seedFile, items: serveItems, mode: "local"))
         }
-        let s = Figure(serve), e = Figure(exec), p = Figure(seed)
-        return .init(serveItems: serveItems, execItems: execItems, serve: s, exec: e, seedPattern: p,
-                     serveOverSeed: s.median / p.median, serveOverExec: s.median / e.median)
+        let s = Figure(serve), e = Figure(exec), f = Figure(fed), l = Figure(local)
+        return .init(serveItems: serveItems, execItems: execItems, serve: s, exec: e, seedPatternFed: f, seedPatternLocal: l,
+                     serveOverSeedFed: s.median / f.median, serveOverSeedLocal: s.median / l.median, serveOverExec: s.median / e.median)
     }
 
     /// Items/s through one worker with 2 threads and default flags otherwise, the handler's
@@ -102,10 +134,10 @@ extension Benchmark {
         return Double(items) / (try Self.secondsToComplete(producer, (0..<items).lazy.map { Array("item-\($0)".utf8) }, count: items))
     }
 
-    private func seedPatternThroughput(_ script: String, items: Int) throws -> Double {
+    private func seedPatternThroughput(_ script: String, items: Int, mode: String) throws -> Double {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script, "\(items)", "2"]
+        process.arguments = ["python3", script, "\(items)", "2", mode]
         let output = Pipe()
         process.standardOutput = output
         try process.run()
@@ -172,11 +204,14 @@ extension BenchReport {
     struct Handlers: Codable {
         var serveItems: Int
         var execItems: Int
-        /// Items/s of `python3 upper.py` under `--serve`, `--exec`, and the seed pattern's script.
+        /// Items/s of `python3 upper.py` under `--serve` and `--exec`, and of the seed pattern's
+        /// script with items fed from outside and with items made in-process.
         var serve: Figure
         var exec: Figure
-        var seedPattern: Figure
-        var serveOverSeed: Double
+        var seedPatternFed: Figure
+        var seedPatternLocal: Figure
+        var serveOverSeedFed: Double
+        var serveOverSeedLocal: Double
         var serveOverExec: Double
     }
 
@@ -202,9 +237,10 @@ extension BenchReport {
         var lines: [String] = []
         if let h = handlers {
             lines.append("")
-            lines.append("handlers     python3 upper.py, one worker × 2 threads, default flags; the seed pattern: 2 processes × 2 threads, items made in-process")
-            lines.append("             --serve (\(h.serveItems) items): \(f(h.serve)) items/s   seed pattern: \(f(h.seedPattern)) items/s   --exec (\(h.execItems) items): \(f(h.exec)) items/s")
-            lines.append("             --serve ÷ seed pattern: \(String(format: "%.2f", h.serveOverSeed))   --serve ÷ --exec: \(n(h.serveOverExec))")
+            lines.append("handlers     python3 upper.py, one worker × 2 threads, default flags; the seed pattern: 2 processes × 2 threads")
+            lines.append("             --serve (\(h.serveItems) items): \(f(h.serve)) items/s   --exec (\(h.execItems) items): \(f(h.exec)) items/s   --serve ÷ --exec: \(n(h.serveOverExec))")
+            lines.append("             seed pattern, items fed in and results out through multiprocessing queues: \(f(h.seedPatternFed)) items/s; --serve ÷ it: \(String(format: "%.2f", h.serveOverSeedFed))")
+            lines.append("             seed pattern, items made in-process, nothing crosses a process: \(f(h.seedPatternLocal)) items/s; --serve ÷ it: \(String(format: "%.2f", h.serveOverSeedLocal))")
         }
         if let l = lookahead {
             lines.append("")

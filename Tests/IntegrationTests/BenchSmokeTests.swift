@@ -41,7 +41,7 @@ extension ProcessTests {
             let memory = try #require(report["memory"] as? [String: Any])
             #expect(((memory["bytesPerItem"] as? [String: Double])?["median"] ?? 0) > 0)
             let handlers = try #require(report["handlers"] as? [String: Any])
-            for key in ["serve", "exec", "seedPattern"] {
+            for key in ["serve", "exec", "seedPatternFed", "seedPatternLocal"] {
                 #expect(((handlers[key] as? [String: Double])?["median"] ?? 0) > 0, "\(key)")
             }
             #expect((handlers["serveOverExec"] as? Double ?? 0) > 1, "a kept process beats a process per item")

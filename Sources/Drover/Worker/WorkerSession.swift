@@ -60,10 +60,8 @@ struct WorkerSession<Ports: WorkerPorts> {
     private(set) var inPool: HeldItems
     /// Outcomes the broker has not taken yet (it was unreachable when they finished).
     private(set) var unsentOutcomes: [ItemOutcome] = []
-    /// The credit the broker holds for us, as far as we know: what we granted since the last
-    /// registration, less what it delivered. Never less than the broker's own count (its
-    /// deliveries may be on the way), so granting up to the capacity never over-grants.
-    private(set) var brokerCredit = 0
+    /// The credit the broker holds for us, as far as we know.
+    private(set) var brokerCredit = CreditGrants()
     /// How many items to hold (`--lookahead`, or sized from what this worker observes).
     private(set) var sizer: LookaheadSizer
     /// Deliveries handed back while the broker was unreachable, to tell it when it is back.
@@ -139,7 +137,7 @@ struct WorkerSession<Ports: WorkerPorts> {
             // A registration starts with no credit: the grant below covers every free slot,
             // including those freed by outcomes the broker has not heard of yet.
             if grants {
-                brokerCredit = 0
+                brokerCredit.reset()
                 reportedHealth = nil
             }
             if !unsentOutcomes.isEmpty {
@@ -149,8 +147,8 @@ struct WorkerSession<Ports: WorkerPorts> {
             }
             switch phase {
             case .serving:
-                let free = sizer.capacity - inPool.count - brokerCredit
-                if grants && free > 0 && send(.credit(UInt32(free)), now: now) { brokerCredit += free }
+                let free = sizer.capacity - inPool.count - brokerCredit.total
+                if grants && free > 0 && send(.credit(UInt32(free)), now: now) { brokerCredit.grant(free) }
             case .draining:
                 handBack(unsentHandBack, now: now)  // also tells this broker we take no more work
             case .leaving(let exit, let reason, _, let giveUpAt):
@@ -193,12 +191,11 @@ struct WorkerSession<Ports: WorkerPorts> {
     /// (more than our credit, or we no longer serve) goes straight back.
     private mutating func deliver(_ deliveries: [Delivery], now: Int64) {
         var jobs: [HeldJob] = []
-        let credit = brokerCredit
-        brokerCredit = max(0, brokerCredit - deliveries.count)
+        let usedUpAGrant = brokerCredit.use(deliveries.count)
         if case .serving = phase {
-            // They used up all the credit the broker held (it has more), and found no job
+            // They used up a whole grant (the broker had items waiting) and found no job
             // waiting for a thread: the threads ran dry during the round trip.
-            let starved = deliveries.count >= credit && credit > 0 && ports.queuedInPool == 0
+            let starved = usedUpAGrant && ports.queuedInPool == 0
             resize { sizer in
                 sizer.received(payloadBytes: deliveries.lazy.map(\.payload.count))
                 if starved { sizer.starved() }
@@ -256,12 +253,12 @@ struct WorkerSession<Ports: WorkerPorts> {
     /// keeps them for when the broker is back.
     private mutating func report(_ outcomes: [ItemOutcome], grantingCredit: Bool, now: Int64) {
         var credit = 0
-        if grantingCredit, case .serving = phase { credit = max(0, sizer.capacity - inPool.count - brokerCredit) }
+        if grantingCredit, case .serving = phase { credit = max(0, sizer.capacity - inPool.count - brokerCredit.total) }
         guard isRegistered && send(.done(credit: UInt32(credit), outcomes), now: now) else {
             unsentOutcomes += outcomes
             return
         }
-        brokerCredit += credit
+        brokerCredit.grant(credit)
     }
 
     private mutating func applyFleet(_ state: FleetState, from source: String, now: Int64) {
