@@ -31,7 +31,7 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: "Handler threads.")
     var threads = 2
 
-    @Option(help: ArgumentHelp("Items held ready beyond one per thread, or 'auto': start at 1 and double while the handler threads run dry and the broker has more, up to 4096, keeping at most about 50 ms of work per thread waiting.", valueName: "N|auto"))
+    @Option(help: ArgumentHelp("Items held ready beyond one per thread, or 'auto': start at 1 and double while the handler threads run dry and the broker has more, up to 4096, keeping at most about 50 ms of work per thread and 64 MiB of items waiting.", valueName: "N|auto"))
     var lookahead = "auto"
 
     @Option(help: "Name shown in logs and status (default HOST:PID).")

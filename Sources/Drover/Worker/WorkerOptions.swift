@@ -17,7 +17,8 @@ public struct WorkerOptions: Sendable {
     /// Items held ready beyond one per thread, so a thread that finishes finds its next item
     /// without a round trip to the broker, or `nil` (the default) for the worker to size it from
     /// what it observes (``LookaheadSizer``): from 1, doubling while its threads run dry and the
-    /// broker has more, up to 4,096, and never more than about 50 ms of work per thread.
+    /// broker has more, up to 4,096, and never more than about 50 ms of work per thread or
+    /// 64 MiB of items.
     public var lookahead: Int? = nil
     /// The name shown in logs, `drover status` and exit progress. Default `HOST:PID`.
     public var name = defaultPeerName()
