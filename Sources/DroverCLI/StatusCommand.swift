@@ -1,6 +1,7 @@
-import DroverDispatch
 import ArgumentParser
 import Drover
+import DroverDispatch
+import DroverProtocol
 import Foundation
 import ZeroMQ
 
@@ -55,7 +56,7 @@ struct StatusCommand: ParsableCommand {
         for w in status.workers {
             writeOutput("  \(w.name) on \(w.queue): \(w.threads) threads, \(w.leased) leased, \(w.completed) completed\(w.draining ? ", draining" : "")")
             if w.handlerRestarts > 0 {
-                let dying = w.handlerDeathsInARow >= 3 ? "; KEEPS DYING, \(w.handlerDeathsInARow) in a row" : ""
+                let dying = w.handlerDeathsInARow >= HandlerHealth.keepsDyingAfter ? "; KEEPS DYING, \(w.handlerDeathsInARow) in a row" : ""
                 writeOutput("    handler processes restarted \(w.handlerRestarts) times\(dying); latest: \(w.handlerProblem ?? "")")
             }
         }

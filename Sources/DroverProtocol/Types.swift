@@ -130,13 +130,20 @@ public struct Welcome: Sendable, Equatable {
 /// How a worker's handler processes fare (`handler-state`), for `drover status`: a handler
 /// that keeps dying shows there, not only in the worker's log.
 public struct HandlerHealth: Sendable, Equatable, Codable {
-    /// Handler processes that ended without being asked to, since the worker started.
+    /// Handler processes replaced since the worker started: they exited or crashed while they
+    /// had items, or were stopped past their item's time limit.
     public var restarts: UInt32
     /// Of those, how many in a row without an item answered between: a handler that cannot
     /// start at all shows a growing number here.
     public var deathsInARow: UInt32
     /// Why the latest one ended; empty when none has.
     public var problem: String
+
+    /// Deaths in a row from which a handler is said to keep dying (`drover status`, the
+    /// broker's log).
+    public static let keepsDyingAfter: UInt32 = 3
+    /// Whether it has died ``keepsDyingAfter`` times in a row or more.
+    public var keepsDying: Bool { deathsInARow >= Self.keepsDyingAfter }
 
     public init(restarts: UInt32 = 0, deathsInARow: UInt32 = 0, problem: String = "") {
         self.restarts = restarts

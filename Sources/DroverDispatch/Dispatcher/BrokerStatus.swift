@@ -28,7 +28,7 @@ public struct BrokerStatus: Codable, Sendable, Equatable {
         public var completed: Int
         public var draining: Bool
         public var silentMilliseconds: Int64
-        /// Handler processes that ended without being asked to (`--serve`), since the worker started.
+        /// Handler processes replaced (`--serve`: exited, crashed or timed out) since the worker started.
         public var handlerRestarts: UInt32 = 0
         /// Of those, how many in a row without an answered item between.
         public var handlerDeathsInARow: UInt32 = 0

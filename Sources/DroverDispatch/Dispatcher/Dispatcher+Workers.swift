@@ -53,7 +53,7 @@ extension Dispatcher {
     }
 
     /// A worker said how its handler processes fare; shown by ``status(now:)``. Returns the
-    /// worker's name when its handler has just started to keep dying (3 deaths in a row), for
+    /// worker's name when its handler has just started to keep dying (``HandlerHealth/keepsDying``), for
     /// the broker's log.
     @discardableResult
     public mutating func handlerState(from peer: PeerID, _ health: HandlerHealth) -> String? {
@@ -61,7 +61,7 @@ extension Dispatcher {
             unknownPeer(peer)
             return nil
         }
-        let startedDying = health.deathsInARow >= 3 && record.handler.deathsInARow < 3
+        let startedDying = health.keepsDying && !record.handler.keepsDying
         record.handler = health
         workers[peer] = record
         return startedDying ? record.name : nil

@@ -343,7 +343,7 @@ class HandlerState:
     """0x25, worker → broker, optional: how the worker's handler processes fare, for ``drover
     status``. Sent when it changes, and again after each new registration unless all zero."""
 
-    #: Handler processes that ended without being asked to, since the worker started.
+    #: Handler processes replaced since the worker started (exited, crashed or timed out).
     restarts: int
     #: Of those, how many in a row without an item answered between.
     deaths_in_a_row: int
