@@ -2,9 +2,10 @@
 import PackageDescription
 
 // Layers, arrows pointing down only:
-//   drover (executable) → Drover (roles) → DroverDispatch → DroverProtocol
+//   drover (executable) → Drover (roles) → DroverDispatch → DroverJournal → DroverProtocol
 //                                        → DroverPool, ZeroMQ → CZeroMQ (libzmq)
-// DroverDispatch (the broker's state machine and its books), DroverProtocol (the wire codec) and
+// DroverDispatch (the broker's state machine and its books), DroverJournal (its log on disk,
+// through a file interface that tests can replace), DroverProtocol (the wire codec) and
 // DroverPool (handler threads) are pure Swift: they cannot import ZeroMQ, so the compiler keeps
 // them free of sockets. CDroverShims wraps the few Linux calls Swift's Glibc module hides
 // (pipe2, eventfd, timerfd). Linux only: the shims and libzmq's build are Linux's.
@@ -26,8 +27,12 @@ let package = Package(
         .target(name: "DroverProtocol"),
         .target(name: "CDroverShims"),
         .target(
+            name: "DroverJournal",
+            dependencies: ["DroverProtocol", "DroverPool", "CDroverShims", .product(name: "DequeModule", package: "swift-collections")]
+        ),
+        .target(
             name: "DroverDispatch",
-            dependencies: ["DroverProtocol", .product(name: "DequeModule", package: "swift-collections")]
+            dependencies: ["DroverProtocol", "DroverJournal", .product(name: "DequeModule", package: "swift-collections")]
         ),
         .target(
             name: "DroverPool",
@@ -36,7 +41,7 @@ let package = Package(
         .target(
             name: "Drover",
             dependencies: [
-                "ZeroMQ", "DroverProtocol", "DroverDispatch", "DroverPool", "CDroverShims",
+                "ZeroMQ", "DroverProtocol", "DroverDispatch", "DroverJournal", "DroverPool", "CDroverShims",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
@@ -44,7 +49,7 @@ let package = Package(
         .executableTarget(
             name: "DroverCLI",
             dependencies: [
-                "Drover", "DroverDispatch", "DroverProtocol", "ZeroMQ", "CDroverShims",
+                "Drover", "DroverDispatch", "DroverJournal", "DroverProtocol", "ZeroMQ", "CDroverShims",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -57,7 +62,8 @@ let package = Package(
         .testTarget(name: "ZeroMQTests", dependencies: ["ZeroMQ"]),
         .testTarget(name: "DroverProtocolTests", dependencies: ["DroverProtocol"]),
         .testTarget(name: "DroverPoolTests", dependencies: ["DroverPool"]),
-        .testTarget(name: "DroverDispatchTests", dependencies: ["DroverDispatch", "DroverProtocol"]),
+        .testTarget(name: "DroverDispatchTests", dependencies: ["DroverDispatch", "DroverProtocol", "DroverJournal"]),
+        .testTarget(name: "DroverJournalTests", dependencies: ["DroverJournal", "DroverProtocol"]),
         .testTarget(name: "DroverTests", dependencies: ["Drover", "DroverDispatch", "DroverProtocol"]),
         .testTarget(name: "IntegrationTests", dependencies: ["DroverProtocol", "ZeroMQ"]),
     ]

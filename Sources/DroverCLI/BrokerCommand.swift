@@ -1,5 +1,6 @@
 import ArgumentParser
 import Drover
+import Foundation
 import DroverProtocol
 
 struct BrokerCommand: ParsableCommand {
@@ -7,7 +8,9 @@ struct BrokerCommand: ParsableCommand {
         commandName: "broker",
         abstract: "Run the broker: queues items and hands them to workers against their credit.",
         discussion: """
-        Producers, workers and the controller all connect to this one endpoint. The queue is held in memory: items still queued when the broker stops are lost.
+        Producers, workers and the controller all connect to this one endpoint.
+
+        Durable by default: every accepted item is written to a journal in --data-dir and synced to disk (fdatasync, in group commits) before its producer hears "accepted". A restart, or a crash, picks up every queued item, retry and dead letter. The default data directory is $STATE_DIRECTORY (systemd's StateDirectory=), else $XDG_STATE_HOME/drover/broker, else ~/.local/state/drover/broker; it is made if missing and locked while the broker runs. --in-memory keeps items in memory only: faster, and the less safe choice, since a stop or crash loses everything held.
 
         A failed item is retried with jittered exponential backoff; after --max-deliveries failed deliveries it goes to the dead-letter store (see `drover dlq`).
 
@@ -47,6 +50,15 @@ struct BrokerCommand: ParsableCommand {
     @Option(help: "Write the bound endpoint to this file once listening.")
     var readyFile: String?
 
+    @Option(help: ArgumentHelp("Directory for the journal, made if missing (default: $STATE_DIRECTORY, else $XDG_STATE_HOME/drover/broker, else ~/.local/state/drover/broker).", valueName: "dir"))
+    var dataDir: String?
+
+    @Flag(help: "Keep items in memory only, with no journal: faster, but a stop or crash of the broker loses every item it holds (the less safe choice).")
+    var inMemory = false
+
+    @Option(help: ArgumentHelp("Size of each journal segment file, in bytes (default 64 MiB; at least 4 × --max-item-size).", valueName: "bytes"))
+    var segmentSize: Int?
+
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
@@ -58,6 +70,13 @@ struct BrokerCommand: ParsableCommand {
         guard maxDeliveries >= 1 else { throw ValidationError("--max-deliveries must be at least 1") }
         guard retryBaseMs >= 0, retryMaxMs >= retryBaseMs else { throw ValidationError("--retry-base-ms must be at least 0 and at most --retry-max-ms") }
         _ = try parsedQueueCaps()
+        if inMemory && dataDir != nil {
+            throw ValidationError("--in-memory and --data-dir contradict each other (is DROVER_DATA_DIR set?): keep a journal in --data-dir, or none with --in-memory")
+        }
+        if let dataDir, dataDir.isEmpty { throw ValidationError("--data-dir is empty: give a directory, or --in-memory for no journal") }
+        if let segmentSize, segmentSize < BrokerOptions.minimumSegmentBytes(maxItemBytes: maxItemSize) {
+            throw ValidationError("--segment-size must be at least \(BrokerOptions.minimumSegmentBytes(maxItemBytes: maxItemSize)) bytes (1 MiB, and room for 4 items of --max-item-size)")
+        }
     }
 
     /// `--queue-max-deliveries NAME=N` values as a dictionary.
@@ -85,6 +104,8 @@ struct BrokerCommand: ParsableCommand {
         options.queueMaxDeliveries = try parsedQueueCaps()
         options.retryBaseMilliseconds = retryBaseMs
         options.retryMaxMilliseconds = retryMaxMs
+        options.dataDirectory = inMemory ? nil : dataDir ?? BrokerOptions.defaultDataDirectory(environment: ProcessInfo.processInfo.environment)
+        options.segmentBytes = segmentSize ?? max(64 << 20, BrokerOptions.minimumSegmentBytes(maxItemBytes: maxItemSize))
         let broker = Broker(options: options, logger: global.makeLogger(role: "broker"))
         try runHandlingSignals(broker)
     }

@@ -210,12 +210,18 @@ public struct Submit: Sendable, Equatable {
 
 /// Items the broker did not accept, and why. Nothing of a rejected item was kept.
 public struct Rejection: Sendable, Equatable {
-    /// Why the items were refused; only ``queueFull`` is worth retrying unchanged.
+    /// Why the items were refused; only ``queueFull`` and ``storageUnavailable`` are worth retrying unchanged.
     public enum Code: UInt8, Sendable {
         case tooLarge = 1
         case queueFull = 2
         case fleetExiting = 3
         case badQueueName = 4
+        /// The broker cannot store items now (its disk is full, or its journal failed and it
+        /// is stopping): worth retrying later, as for ``queueFull``.
+        case storageUnavailable = 5
+
+        /// Whether the same items may be offered again later.
+        public var isWorthRetrying: Bool { self == .queueFull || self == .storageUnavailable }
     }
 
     public var ids: [ItemID]

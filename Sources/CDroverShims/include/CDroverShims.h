@@ -33,4 +33,25 @@ void drover_terminate_with_parent(int expected_parent);
 /// Names the calling thread (at most 15 bytes are kept), for `top -H` and debuggers.
 void drover_set_thread_name(const char *name);
 
+#include <stddef.h>
+#include <stdint.h>
+
+/// CRC32C (Castagnoli) of `length` bytes, continuing from `crc` (0 to start): the SSE 4.2
+/// instruction where the CPU has it, a table otherwise. For the broker's journal records.
+uint32_t drover_crc32c(uint32_t crc, const void *bytes, size_t length);
+
+/// Whether drover_crc32c uses the CPU's instruction (for the broker's start-up log).
+int drover_crc32c_is_hardware(void);
+
+/// The offset of the first non-zero byte among `length` bytes, or `length` when all are zero
+/// (a journal segment's unused tail is checked this way, fast in any build).
+size_t drover_first_nonzero(const void *bytes, size_t length);
+
+/// One past the offset of the last non-zero byte among `length` bytes, or 0 when all are zero.
+size_t drover_end_of_nonzero(const void *bytes, size_t length);
+
+/// fallocate(2) of `length` bytes from offset 0 (mode 0: the file reads as zeros). Returns 0
+/// or -1 with errno set.
+int drover_fallocate(int fd, long long length);
+
 #endif

@@ -60,11 +60,24 @@ public final class Broker: Sendable {
         } catch {
             throw DroverError.cannotBind(options.bind, error.reason)
         }
+        // Replay the journal before anyone is served; a producer that connects meanwhile waits.
+        var dispatcher = Dispatcher(limits: options.dispatcherLimits)
+        var opened: BrokerJournal?
+        if let directory = options.dataDirectory {
+            opened = try BrokerJournal.open(directory, options: options, into: &dispatcher, logger: logger)
+            opened!.store.start(onSynced: { [wakeup] in wakeup.signal() })
+        } else {
+            logger.notice("in memory only (--in-memory): a stop or crash of this broker loses every item it holds")
+        }
+        let journal = opened?.store
+        defer { journal?.stop() }
         let endpoint = try socket.lastEndpoint()
-        logger.info("broker listening", metadata: ["endpoint": "\(endpoint)", "max-item-bytes": "\(options.maxItemBytes)"])
+        logger.info("broker listening", metadata: [
+            "endpoint": "\(endpoint)", "max-item-bytes": "\(options.maxItemBytes)",
+            "data-dir": "\(options.dataDirectory ?? "none (in memory)")", "items-held": "\(dispatcher.itemsHeld)"])
         if let path = options.readyFile { try writeReadyFile(path, lines: [endpoint]) }
 
-        var loop = BrokerLoop(options: options, socket: socket, logger: logger)
+        var loop = BrokerLoop(options: options, socket: socket, logger: logger, dispatcher: dispatcher, journal: journal)
         var poller = ZMQPoller()
         let socketIndex = poller.add(socket)
         let wakeIndex = poller.add(fileDescriptor: wakeup.fileDescriptor)
@@ -83,11 +96,25 @@ public final class Broker: Sendable {
                 nextTick = now + heartbeat
             }
             try loop.flush()
+            if let failure = loop.journalFailure {
+                // Linux may have dropped the pages that failed to reach the disk: retrying would
+                // report as durable what is not. Stop; the next start replays what is on disk.
+                loop.refuseUnsynced(failure)
+                logger.critical("the journal failed; refusing items and stopping (restart the broker to replay what is on disk)",
+                                metadata: ["error": "\(failure)"])
+                socket.close()
+                if ownsContext { context.terminate() }
+                throw DroverError.cannotWrite(options.dataDirectory ?? "", "the journal failed: \(failure.detail) (\(failure.operation) \(failure.path))")
+            }
         }
+        // Make the last records durable, then send what waited for them.
+        journal?.stop()
+        loop.releaseSynced()
+        try? loop.flush()
         let held = loop.dispatcher.itemsHeld
         logger.info("broker stopping", metadata: [
             "items-held": "\(held)",
-            "note": "\(held == 0 ? "nothing held" : "this in-memory broker keeps no journal: the items it held are gone")",
+            "note": "\(held == 0 ? "nothing held" : journal == nil ? "this in-memory broker keeps no journal: the items it held are gone" : "the journal keeps them for the next start")",
         ])
         socket.close()
         if ownsContext { context.terminate() }

@@ -1,4 +1,6 @@
+import DequeModule
 import DroverDispatch
+import DroverJournal
 import DroverProtocol
 import Logging
 import ZeroMQ
@@ -12,12 +14,20 @@ struct BrokerLoop {
     /// Messages that met a full pipe (`EAGAIN`), retried on the next turn.
     var backlog: [Outgoing] = []
     var malformed = MalformedMessages()
+    /// The journal's files, when the broker keeps one.
+    let journal: JournalStore?
+    /// Messages that tell a producer its items are safe (`accepted`, `result`) or that change
+    /// the dead-letter store, each with the log position that must be synced before it goes.
+    var waitingForSync: Deque<(position: UInt64, out: Outgoing)> = []
+    /// The journal failed: nothing more can be made durable.
+    var journalFailure: JournalError?
 
-    init(options: BrokerOptions, socket: ZMQSocket, logger: Logger) {
+    init(options: BrokerOptions, socket: ZMQSocket, logger: Logger, dispatcher: Dispatcher, journal: JournalStore?) {
         self.options = options
         self.socket = socket
         self.logger = logger
-        self.dispatcher = Dispatcher(limits: options.dispatcherLimits)
+        self.dispatcher = dispatcher
+        self.journal = journal
     }
 
     mutating func receiveAvailable() throws {
@@ -100,13 +110,76 @@ struct BrokerLoop {
         backlog.append(Outgoing(peer: peer, message: message))
     }
 
-    /// Sends everything the dispatcher produced, plus earlier messages that met a full pipe.
+    /// Writes what the dispatcher journaled, then sends everything it produced (plus earlier
+    /// messages that met a full pipe). Records are written before the deliveries that follow
+    /// them go out, so a crash of this process cannot lose a record of something it did.
     mutating func flush() throws {
-        var pending = backlog + dispatcher.takeOutbox()
+        releaseSynced()
+        var pending = backlog
         backlog.removeAll()
-        while !pending.isEmpty {
-            for out in pending { try sendNow(out) }
-            pending = dispatcher.takeOutbox()
+        repeat {
+            writeJournal()
+            pending += dispatcher.takeOutbox()
+            let written = journal?.written ?? 0
+            for out in pending {
+                if journal != nil && Self.waitsForSync(out.message) && (!waitingForSync.isEmpty || journal!.synced < written) {
+                    waitingForSync.append((written, out))
+                } else {
+                    try sendNow(out)
+                }
+            }
+            pending.removeAll()
+        } while dispatcher.hasOutbox || dispatcher.journal?.hasPending == true
+    }
+
+    /// Whether `message` may go only once what it speaks of is on disk.
+    static func waitsForSync(_ message: DroverMessage) -> Bool {
+        switch message {
+        case .accepted, .result, .deadLetterReply: true
+        default: false
+        }
+    }
+
+    /// Sends the messages whose records the journal has synced.
+    mutating func releaseSynced() {
+        guard let journal, !waitingForSync.isEmpty else { return }
+        let synced = journal.synced
+        while let first = waitingForSync.first, first.position <= synced {
+            waitingForSync.removeFirst()
+            do { try sendNow(first.out) } catch { backlog.append(first.out) }
+        }
+    }
+
+    /// Writes the records of this turn (after the upkeep that copies items out of an old
+    /// segment), and asks for drained segments to be deleted once synced.
+    private mutating func writeJournal() {
+        guard let journal, journalFailure == nil else { return }
+        if let failure = journal.failure {
+            journalFailure = failure
+            return
+        }
+        let drained = dispatcher.takeDrainedSegments()
+        guard let chunks = dispatcher.journal?.takePending(), !chunks.isEmpty || !drained.isEmpty else { return }
+        do {
+            try journal.write(chunks, acceptedItems: dispatcher.takeJournalAcceptedItems())
+            journal.delete(drained)
+        } catch {
+            journalFailure = error
+        }
+    }
+
+    /// The journal failed: every producer still waiting to hear "accepted" is told its items
+    /// were not stored (they offer them again, to this broker once restarted).
+    mutating func refuseUnsynced(_ failure: JournalError) {
+        let reason = "the broker could not store items (\(failure)); it is stopping, offer them again once it restarts"
+        var refused: [PeerID: [ItemID]] = [:]
+        for (_, out) in waitingForSync {
+            if case .accepted(let ids) = out.message { refused[out.peer, default: []] += ids }
+            if case .result(let outcomes) = out.message { refused[out.peer, default: []] += outcomes.map(\.id) }
+        }
+        waitingForSync.removeAll()
+        for (peer, ids) in refused {
+            try? sendNow(Outgoing(peer: peer, message: .rejected(Rejection(ids: ids, code: .storageUnavailable, reason: reason))))
         }
     }
 

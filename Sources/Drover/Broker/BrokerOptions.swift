@@ -25,8 +25,34 @@ public struct BrokerOptions: Sendable {
     public var retryBaseMilliseconds: Int64 = 500
     /// Longest retry backoff. Default 60 s.
     public var retryMaxMilliseconds: Int64 = 60_000
+    /// Where the journal lives: every accepted item is on disk there before its producer hears
+    /// "accepted", and a restart picks up what was held. `nil`: in memory only (faster, and a
+    /// stop or crash loses everything held).
+    public var dataDirectory: String? = nil
+    /// Size of each journal segment file. Default 64 MiB; at least 4 × the largest item.
+    public var segmentBytes = 64 << 20
 
     public init() {}
+}
+
+extension BrokerOptions {
+    /// Where a broker keeps its journal when no `--data-dir` is given: systemd's
+    /// `$STATE_DIRECTORY` (a unit with `StateDirectory=`), else `$XDG_STATE_HOME/drover/NAME`,
+    /// else `~/.local/state/drover/NAME`. `drover broker` uses NAME `broker`, `drover up` `up`.
+    public static func defaultDataDirectory(name: String = "broker", environment: [String: String]) -> String {
+        if let state = environment["STATE_DIRECTORY"], !state.isEmpty {
+            // systemd may list several, separated by colons; the first is ours.
+            return String(state.split(separator: ":").first ?? Substring(state))
+        }
+        if let xdg = environment["XDG_STATE_HOME"], xdg.hasPrefix("/") { return "\(xdg)/drover/\(name)" }
+        if let home = environment["HOME"], home.hasPrefix("/"), home != "/" { return "\(home)/.local/state/drover/\(name)" }
+        return "./drover-data/\(name)"
+    }
+
+    /// The smallest journal segment for items of `maxItemBytes`: four of the largest fit.
+    public static func minimumSegmentBytes(maxItemBytes: Int) -> Int {
+        max(1 << 20, 4 * (maxItemBytes + 4096) + 4096)
+    }
 }
 
 /// Limits that follow from the options.

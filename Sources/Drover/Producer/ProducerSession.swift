@@ -175,7 +175,7 @@ struct ProducerSession<Ports: ProducerPorts> {
         case .rejected(let rejection):
             for itemID in rejection.ids where itemID.high == runID {
                 guard let item = outstanding[itemID.low], !item.accepted else { continue }
-                if rejection.code == .queueFull {
+                if rejection.code.isWorthRetrying {
                     retry.append(itemID.low)  // stays in the window until accepted
                     retryAt = ports.now() + ProducerTimings.retryAfterFullMilliseconds
                 } else {

@@ -40,6 +40,10 @@ struct ItemTable: Sendable {
     private var recentPayloadBytes = 0
     let recentCapacity: Int
     let recentPayloadBudget: Int
+    /// Segments of recent completions forgotten, for the journal's books (``takeEvictedSegments()``).
+    private var evictedSegments: [UInt32] = []
+    /// A recent completion with no journal record.
+    static let noSegment = UInt32.max
 
     init(recentCapacity: Int, recentPayloadBudget: Int) {
         self.recentCapacity = recentCapacity
@@ -99,16 +103,114 @@ struct ItemTable: Sendable {
         index.setValue(Self.recentFlag | (recentBase + UInt64(recent.count)), at: position)
         recent.append(RecentCompletion(id: id, outcome: outcome, position: position, growths: index.growths))
         recentPayloadBytes += outcome?.payload.count ?? 0
+        evictOldCompletions()
+    }
+
+    private mutating func evictOldCompletions() {
         while recent.count > recentCapacity || recentPayloadBytes > recentPayloadBudget, let oldest = recent.popFirst() {
             recentPayloadBytes -= oldest.outcome?.payload.count ?? 0
-            // Its place in the index is known unless the index has grown since.
+            if oldest.segment != ItemTable.noSegment { evictedSegments.append(oldest.segment) }
+            let mine = Self.recentFlag | recentBase
+            // Its place in the index is known unless the index has grown since; and the id may
+            // have become a held item again since (only in recovery), which must stay.
             if oldest.growths == index.growths {
-                index.remove(at: oldest.position, id: oldest.id)
-            } else if let gone = index.find(oldest.id), index.value(at: gone) == Self.recentFlag | recentBase {
+                if index.value(at: oldest.position) == mine { index.remove(at: oldest.position, id: oldest.id) }
+            } else if let gone = index.find(oldest.id), index.value(at: gone) == mine {
                 index.remove(at: gone)
             }
             recentBase += 1
         }
+    }
+
+    /// Records that the completions since the table held `recentTotal` completions (the value
+    /// of ``recentTotal`` then) have their journal record in `segment`; returns how many are
+    /// still remembered (they keep the segment).
+    mutating func placeRecentCompletions(since total: UInt64, in segment: UInt32) -> Int {
+        let first = max(total, recentBase)
+        let end = recentBase + UInt64(recent.count)
+        guard first < end else { return 0 }
+        for i in Int(first - recentBase)..<recent.count { recent[i].segment = segment }
+        return Int(end - first)
+    }
+
+    /// Completions remembered since the broker started, counting those forgotten.
+    var recentTotal: UInt64 { recentBase + UInt64(recent.count) }
+
+    /// Segments of completions forgotten since the last call (their records may go).
+    mutating func takeEvictedSegments() -> [UInt32] {
+        defer { evictedSegments.removeAll(keepingCapacity: true) }
+        return evictedSegments
+    }
+
+    /// The recent completions whose record is in `segment`: their places in ``recent`` and outcomes.
+    func recentCompletions(in segment: UInt32) -> [(place: Int, id: ItemID, outcome: ItemOutcome?)] {
+        recent.indices.filter { recent[$0].segment == segment }.map { ($0, recent[$0].id, recent[$0].outcome) }
+    }
+
+    /// The ids of the remembered completions, oldest first.
+    var recentIDs: [ItemID] { recent.map(\.id) }
+
+    /// The segment of every remembered completion (for the journal's books after recovery).
+    var recentSegments: [UInt32] { recent.map(\.segment) }
+
+    mutating func moveRecentCompletion(at place: Int, to segment: UInt32) { recent[place].segment = segment }
+
+    // MARK: Recovery
+
+    /// Stores `item` in recovery: a new slot, or the one `id` already has (replacing it), or
+    /// taking the place of a recent completion of the same id (it was accepted again after
+    /// the window forgot it). Returns the slot.
+    mutating func restore(_ item: Dispatcher.Item, state: State) -> UInt32 {
+        if let position = index.find(item.id) {
+            let value = index.value(at: position)
+            if value & Self.recentFlag == 0 {
+                let slot = UInt32(value)
+                slots[Int(slot)].item = item
+                slots[Int(slot)].state = state
+                return slot
+            }
+            let slot = freeSlots.last ?? UInt32(slots.count)
+            index.setValue(UInt64(slot), at: position)
+            place(Slot(item: item, producer: 0, state: state), at: slot)
+            return slot
+        }
+        let slot = freeSlots.last ?? UInt32(slots.count)
+        _ = index.insertIfAbsent(item.id, UInt64(slot))
+        place(Slot(item: item, producer: 0, state: state), at: slot)
+        return slot
+    }
+
+    private mutating func place(_ entry: Slot, at slot: UInt32) {
+        if freeSlots.last == slot {
+            freeSlots.removeLast()
+            slots[Int(slot)] = entry
+        } else {
+            slots.append(entry)
+        }
+    }
+
+    /// A completion met in recovery: completes the held item, or remembers the id (again,
+    /// with its newer record's `segment`, if it is remembered already).
+    mutating func restoreCompletion(_ id: ItemID, outcome: ItemOutcome?, segment: UInt32) {
+        guard recentCapacity > 0 else {
+            if let slot = slot(of: id) { remove(slot) }
+            return
+        }
+        if let position = index.find(id) {
+            let value = index.value(at: position)
+            if value & Self.recentFlag != 0 {
+                recent[Int((value & ~Self.recentFlag) - recentBase)].segment = segment
+                return
+            }
+            complete(UInt32(value), at: position, outcome: outcome)
+        } else {
+            let position = recentTotal
+            _ = index.insertIfAbsent(id, Self.recentFlag | position)
+            recent.append(RecentCompletion(id: id, outcome: outcome, position: index.find(id)!, growths: index.growths))
+            recentPayloadBytes += outcome?.payload.count ?? 0
+            evictOldCompletions()
+        }
+        if let last = recent.indices.last, recent[last].id == id { recent[last].segment = segment }
     }
 
     /// Gives the item in `slot` a payload of its own instead of a slice of the frame it came
@@ -190,6 +292,8 @@ extension ItemTable {
         /// Where the id is in the index, as of its `growths`.
         var position: Int
         var growths: UInt32
+        /// The journal segment holding its `completed` record (``ItemTable/noSegment``: none).
+        var segment = ItemTable.noSegment
     }
 
     /// Where a held item is.

@@ -46,15 +46,25 @@ extension Dispatcher {
             var touched: Set<String> = []
             for slot in found {
                 items[slot].item.failures = 0  // a fresh cap; `deliveries` keeps growing so attempts stay unique
+                // At the back of its queue, in order with the items accepted since.
+                items[slot].item.sequence = nextSequence
+                nextSequence &+= 1
                 items.setLastError(slot, nil)
                 items[slot].state = .queued
                 queues[items[slot].item.queue, default: QueueState()].items.append(slot)
                 touched.insert(items[slot].item.queue)
             }
+            if journal != nil && !found.isEmpty {
+                journal!.append(.replayed(found.map { .init(id: items[$0].item.id, sequence: items[$0].item.sequence) }))
+            }
             for name in touched { dispatch(name) }
             return json(DeadLetterChange(count: found.count, unknown: unknown))
         case .purge(let ids):
             let (found, unknown) = take(ids)
+            if journal != nil && !found.isEmpty {
+                journal!.append(.purged(found.map { items[$0].item.id }))
+                for slot in found { journalRelease(slot) }
+            }
             for slot in found { items.remove(slot) }
             return json(DeadLetterChange(count: found.count, unknown: unknown))
         }

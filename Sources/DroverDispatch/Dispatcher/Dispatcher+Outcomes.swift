@@ -1,3 +1,4 @@
+import DroverJournal
 import DroverProtocol
 
 /// Outcomes: completion, retry with jittered exponential backoff, and the dead-letter store.
@@ -11,6 +12,8 @@ extension Dispatcher {
             return unknownPeer(peer)
         }
         var results = Results()
+        var completed: [JournalRecord.CompletedItem] = []
+        let recentBefore = items.recentTotal
         for outcome in outcomes {
             guard let (slot, position) = items.endLease(outcome.id, attempt: outcome.attempt, of: &record) else {
                 counters.staleOutcomes += 1
@@ -22,6 +25,10 @@ extension Dispatcher {
                 counters.completed += 1
                 let producer = items[slot].producer
                 if producer != 0 { results.add(outcome, for: producer, &producers) }
+                if journal != nil {
+                    completed.append(.init(id: outcome.id, outcome: producer != 0 ? outcome : nil))
+                    journalRelease(slot)
+                }
                 items.complete(slot, at: position, outcome: producer != 0 ? outcome : nil)
             case .failed:
                 items[slot].item.failures += 1
@@ -33,6 +40,7 @@ extension Dispatcher {
                 }
             }
         }
+        journalCompleted(completed, since: recentBefore)
         grant(&record, peer: peer, amount)
         workers[peer] = record
         send(results)
@@ -64,6 +72,7 @@ extension Dispatcher {
         counters.retried += 1
         items[slot].state = .retrying
         items.ownPayload(slot)
+        journalFailure(slot, dead: false)
         let due = now + backoff(failures: items[slot].item.failures)
         // Latest due first, so the next one is always `last`.
         var low = 0, high = retries.count
@@ -81,6 +90,7 @@ extension Dispatcher {
         counters.deadLettered += 1
         items[slot].state = .dead
         items.ownPayload(slot)
+        journalFailure(slot, dead: true)
         deadOrder.append(slot)
         deadSince[slot] = now
         let producer = items[slot].producer

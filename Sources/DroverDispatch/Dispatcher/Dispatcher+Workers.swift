@@ -180,6 +180,7 @@ extension Dispatcher {
             if Int(items[slot].item.failures) >= limits.maxDeliveries(for: items[slot].item.queue) {
                 deadLetter(slot, now: now)
             } else {
+                if case .bye = departure {} else { journalFailure(slot, dead: false) }
                 requeue.append(slot)
             }
         }

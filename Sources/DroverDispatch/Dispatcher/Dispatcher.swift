@@ -1,4 +1,5 @@
 import DequeModule
+import DroverJournal
 import DroverProtocol
 
 /// A peer's routing identity on the broker's ROUTER socket.
@@ -58,6 +59,11 @@ public struct Dispatcher: Sendable {
     var random: SplitMix64
     /// This broker process, as told to peers in `welcome`.
     public let instance: UInt64
+    /// The journal's records and books, when the broker keeps one (nil: in memory only). The
+    /// broker writes what it appends (``JournalLog/takePending()``) after each turn.
+    public var journal: JournalLog?
+    /// Items first accepted since ``takeJournalAcceptedItems()``.
+    var journalAcceptedItems = 0
 
     /// How many departures ``status(now:)`` remembers.
     static let departedMemory = 1024
@@ -77,6 +83,9 @@ public struct Dispatcher: Sendable {
         defer { outbox.removeAll(keepingCapacity: true) }
         return outbox
     }
+
+    /// Whether messages are waiting in the outbox.
+    public var hasOutbox: Bool { !outbox.isEmpty }
 
     /// Items held: queued, leased, waiting to retry, or dead.
     public var itemsHeld: Int { items.count }
@@ -159,6 +168,7 @@ public struct Dispatcher: Sendable {
             reject(peer, refused, .queueFull, "the broker holds \(heldBefore) items, its maximum is \(limits.maxItems) (broker --max-items); retry later")
         }
         if producer != 0 { producers.releaseIfUnused(producer) }
+        journalAccepted(fresh, queue: submit.queue, timeoutMilliseconds: submit.itemTimeoutMilliseconds)
         if !fresh.isEmpty {
             // Taken out of the dictionary so that appending does not copy the whole queue.
             var queue = queues.removeValue(forKey: submit.queue) ?? QueueState()
@@ -230,6 +240,7 @@ public struct Dispatcher: Sendable {
     /// acceptance order.
     mutating func requeueAtFront(_ slots: [UInt32]) {
         guard !slots.isEmpty else { return }
+        journalReturned(slots)
         var touched: Set<String> = []
         for slot in slots.sorted(by: { items[$0].item.sequence > items[$1].item.sequence }) {
             items[slot].state = .queued

@@ -53,6 +53,8 @@ extension Dispatcher {
         var timeoutMilliseconds: UInt32 = 0
         /// Acceptance order, so items handed back return to the queue in their original order.
         var sequence: UInt64
+        /// The journal segment holding its latest full record (``ItemTable/noSegment``: none).
+        var segment = ItemTable.noSegment
     }
 
     struct WorkerRecord: Sendable {

@@ -428,7 +428,7 @@ class Producer:
             item = self._pending.get(item_id)
             if item is None or item.accepted:
                 continue
-            if message.code == p.RejectCode.QUEUE_FULL:
+            if message.code in (p.RejectCode.QUEUE_FULL, p.RejectCode.STORAGE_UNAVAILABLE):
                 self._retry.append(item_id)  # stays in the window until accepted
                 self._retry_at = now + RETRY_AFTER_FULL_MS
             else:

@@ -121,12 +121,15 @@ class ErrorCode(IntEnum):
 
 
 class RejectCode(IntEnum):
-    """Why the broker refused items in ``rejected``; only ``QUEUE_FULL`` is worth retrying."""
+    """Why the broker refused items in ``rejected``; ``QUEUE_FULL`` and ``STORAGE_UNAVAILABLE``
+    are worth retrying later."""
 
     TOO_LARGE = 1
     QUEUE_FULL = 2
     FLEET_EXITING = 3
     BAD_QUEUE_NAME = 4
+    #: The broker cannot store items now (disk full, or its journal failed and it is stopping).
+    STORAGE_UNAVAILABLE = 5
 
 
 class ByeCode(IntEnum):
