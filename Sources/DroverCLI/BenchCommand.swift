@@ -12,6 +12,9 @@ struct BenchCommand: ParsableCommand {
           latency     p50 / p99 / p99.9 from send to completion at fixed offered rates
           scaling     handlers that sleep 10 ms on 32 handler threads, against the ideal
           memory      broker RSS per queued 100-byte item, no workers
+          handlers    python3 under --serve and --exec, against the seed pattern
+          lookahead   the default (auto) lookahead against fixed ones, and fairness
+          durable     the journal: 16-byte items end to end journaled against in memory (same run), submit → accepted latency, fsyncs/s, items per fsync, bytes per item, a raw fdatasync group-commit ceiling, Redis with appendfsync always (when installed), and recovery time
 
         Every figure is the median of --runs runs, with min and max. Build with -c release.
 
@@ -21,8 +24,11 @@ struct BenchCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Scenarios to run, comma-separated: throughput, latency, scaling, memory, handlers (python3 under --serve and --exec against the seed pattern), lookahead (default flags against fixed lookaheads, and fairness).")
-    var scenarios = "throughput,latency,scaling,memory,handlers,lookahead"
+    @Option(help: "Scenarios to run, comma-separated: throughput, latency, scaling, memory, handlers (python3 under --serve and --exec against the seed pattern), lookahead (default flags against fixed lookaheads, and fairness), durable (the journal against in memory and the disk's ceiling).")
+    var scenarios = "throughput,latency,scaling,memory,handlers,lookahead,durable"
+
+    @Option(help: "Queued items the durable scenario recovers after a restart.")
+    var recoveryItems = 1_000_000
 
     @Option(help: "Item sizes in bytes for throughput, comma-separated.")
     var sizes = "16,256,4096"
@@ -66,13 +72,13 @@ struct BenchCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
-        let known = ["throughput", "latency", "scaling", "memory", "handlers", "lookahead"]
+        let known = ["throughput", "latency", "scaling", "memory", "handlers", "lookahead", "durable"]
         for s in scenarios.split(separator: ",") where !known.contains(String(s)) {
             throw ValidationError("unknown scenario \"\(s)\"; choose from \(known.joined(separator: ", "))")
         }
         guard parse(sizes) != nil, parse(rates) != nil else { throw ValidationError("--sizes and --rates take comma-separated positive numbers") }
         guard lookahead >= 0, latencyLookahead >= 0 else { throw ValidationError("--lookahead and --latency-lookahead must be 0 or more") }
-        guard items > 0, workers > 0, threads > 0, runs > 0, latencySeconds > 0, memoryItems > 0 else {
+        guard items > 0, workers > 0, threads > 0, runs > 0, latencySeconds > 0, memoryItems > 0, recoveryItems > 0 else {
             throw ValidationError("counts must be positive")
         }
     }
@@ -82,6 +88,7 @@ struct BenchCommand: ParsableCommand {
             scenarios: Set(scenarios.split(separator: ",").map(String.init)), sizes: parse(sizes)!, items: items,
             workers: workers, threads: threads, lookahead: lookahead, latencyLookahead: latencyLookahead, raw: !noRaw, runs: runs, rates: parse(rates)!, latencySeconds: latencySeconds,
             memoryItems: memoryItems, childArguments: ["--log-level", "warning", "--log-format", global.logFormat.rawValue])
+        settings.recoveryItems = recoveryItems
         if quick {
             settings.items = 2000
             settings.runs = 1
@@ -94,6 +101,9 @@ struct BenchCommand: ParsableCommand {
             settings.lookaheadItems = 2000
             settings.fairnessItems = 50
             settings.longItems = 1
+            settings.durableItems = 2000
+            settings.acceptLatencyItems = 1000
+            settings.recoveryItems = 2000
         }
         _ = global.makeLogger(role: "bench")
         #if DEBUG

@@ -27,6 +27,9 @@ struct BenchSettings {
     var serveItems = 100_000, execItems = 40
     /// `lookahead`: items per throughput run, items for the 0.5 s worker check, 1 s items in the mixed queue (× 100 items in all).
     var lookaheadItems = 300_000, fairnessItems = 2000, longItems = 16
+    /// `durable`: items per end-to-end run, items at 10,000/s for submit → accepted (a tenth of
+    /// them at 1,000/s), queued items recovered after a restart.
+    var durableItems = 300_000, acceptLatencyItems = 20_000, recoveryItems = 1_000_000
     /// Scaling runs 4 workers × 8 threads = 32 handler threads.
     let scalingWorkers = 4, scalingThreads = 8, scalingSleepMilliseconds = 10
 }
@@ -103,6 +106,7 @@ struct BenchReport: Codable {
     var memory: Memory?
     var handlers: Handlers?
     var lookahead: Lookahead?
+    var durable: Durable?
 
     func table() -> String {
         var lines = ["drover bench — \(machine), \(date); \(workers) workers × \(threads) threads, lookahead \(fixedLookahead) (latency \(latencyLookahead)); median (min–max) of \(runs) runs"]
@@ -131,6 +135,7 @@ struct BenchReport: Codable {
             lines.append("")
             lines.append("memory       \(m.items) queued \(m.payloadBytes)-byte items: \(f(m.bytesPerItem)) bytes/item, overhead \(f(m.overheadPerItem)) bytes/item")
         }
+        lines += durableTable(n, f)
         lines += defaultsTable(n, f)
         return lines.joined(separator: "\n")
     }
@@ -211,6 +216,11 @@ struct Benchmark {
         if settings.scenarios.contains("lookahead") {
             progress("lookahead: default against fixed 1, 64, 4096 (\(settings.lookaheadItems) items); fairness with a 0.5 s worker; a mixed queue, \(settings.runs) runs")
             report.lookahead = try lookaheadScenario(items: settings.lookaheadItems, fairnessItems: settings.fairnessItems, longItems: settings.longItems)
+        }
+        if settings.scenarios.contains("durable") {
+            progress("durable: \(settings.durableItems) 16-byte items journaled and in memory, submit → accepted at 1,000 and 10,000/s, the disk's ceiling, Redis, recovery of \(settings.recoveryItems) items; \(settings.runs) runs")
+            report.durable = try durableScenario(items: settings.durableItems, latencyItems: settings.acceptLatencyItems,
+                                                 recoveryItems: settings.recoveryItems)
         }
         return report
     }
@@ -466,19 +476,23 @@ final class BenchFleet {
     private let bench: Benchmark
 
     convenience init(_ bench: Benchmark, workers: Int, threads: Int, handler: String, lookahead: Int? = 1,
-                     extraBrokerArguments: [String] = []) throws {
+                     extraBrokerArguments: [String] = [], journal: Bool = false) throws {
         try self.init(bench, workers: Array(repeating: ["--bench-handler", handler], count: workers), threads: threads,
-                      lookahead: lookahead, extraBrokerArguments: extraBrokerArguments)
+                      lookahead: lookahead, extraBrokerArguments: extraBrokerArguments, journal: journal)
     }
 
     /// A broker and one worker per entry of `workers`, each given those handler arguments
     /// (`["--serve", "python3 upper.py"]`); `lookahead` nil leaves the worker's default.
-    init(_ bench: Benchmark, workers: [[String]], threads: Int, lookahead: Int?, extraBrokerArguments: [String] = []) throws {
+    /// `journal`: the broker keeps its journal (the default) in a fresh directory under the
+    /// bench's own; else it runs `--in-memory`.
+    init(_ bench: Benchmark, workers: [[String]], threads: Int, lookahead: Int?, extraBrokerArguments: [String] = [],
+         journal: Bool = false) throws {
         self.bench = bench
         let tag = UInt32.random(in: 0...UInt32.max)
         let ready = "\(bench.directory)/broker-\(tag)"
+        let storage = journal ? ["--data-dir", "\(bench.directory)/data-\(tag)"] : ["--in-memory"]
         broker = try ChildProcess(role: "broker", arguments: ["broker", "--bind", "tcp://127.0.0.1:*", "--ready-file", ready]
-                                  + extraBrokerArguments + bench.settings.childArguments)
+                                  + storage + extraBrokerArguments + bench.settings.childArguments)
         children.append(broker)
         do {
             endpoint = try waitForReadyFile(ready, child: broker, seconds: 10)[0]

@@ -64,5 +64,13 @@ struct StatusCommand: ParsableCommand {
         writeOutput("counters: accepted \(c.accepted), completed \(c.completed), retried \(c.retried), dead-lettered \(c.deadLettered), "
                     + "rejected \(c.rejected), duplicates dropped \(c.duplicates), redelivered \(c.redelivered), "
                     + "handed back \(c.handedBack), stale outcomes rejected \(c.staleOutcomes)")
+        if let j = status.journal {
+            writeOutput("journal: \(j.directory), \(j.segments) segment\(j.segments == 1 ? "" : "s") (\(j.bytesOnDisk >> 20) MiB on disk), "
+                        + String(format: "%.0f fsyncs/s, %.1f items per fsync, fsync mean %.0f µs (max %.1f ms); ",
+                                 j.syncsPerSecond, j.itemsPerSync, j.meanSyncMicroseconds, Double(j.maxSyncMicroseconds) / 1000)
+                        + "\(j.recoveredItems) items recovered at start in \(String(format: "%.2f", j.recoverySeconds)) s")
+        } else if status.counters.accepted > 0 || status.itemsHeld > 0 {
+            writeOutput("journal: none (--in-memory): a stop or crash of the broker loses the items it holds")
+        }
     }
 }

@@ -9,6 +9,8 @@ struct UpCommand: ParsableCommand {
         commandName: "up",
         abstract: "Start a whole fleet on this machine: a broker, a controller and N workers, as child processes.",
         discussion: """
+        The broker keeps its journal in --data-dir (default: $STATE_DIRECTORY, else $XDG_STATE_HOME/drover/up, else ~/.local/state/drover/up), so starting the fleet again picks up the items it held when it stopped. --in-memory keeps none.
+
         Prints the endpoints and the commands to use them. Ctrl-C (or `drover exit` from another terminal) shuts the fleet down in order: workers drain and exit, then the controller and the broker stop. A second Ctrl-C stops everything at once.
 
         Examples:
@@ -48,6 +50,12 @@ struct UpCommand: ParsableCommand {
     @Option(help: "Write the endpoints (broker, controller publish, controller commands) to this file once the fleet is up.")
     var readyFile: String?
 
+    @Option(help: ArgumentHelp("The broker's journal directory, made if missing (default: $STATE_DIRECTORY, else $XDG_STATE_HOME/drover/up, else ~/.local/state/drover/up).", valueName: "dir"))
+    var dataDir: String?
+
+    @Flag(help: "No journal: the broker keeps items in memory only, and stopping the fleet loses what it held (the less safe choice).")
+    var inMemory = false
+
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
@@ -57,6 +65,14 @@ struct UpCommand: ParsableCommand {
         guard (1...256).contains(workers) else { throw ValidationError("--workers must be between 1 and 256") }
         guard (1...1024).contains(threads) else { throw ValidationError("--threads must be between 1 and 1024") }
         guard basePort == 0 || (1...65533).contains(basePort) else { throw ValidationError("--base-port must be 0 or between 1 and 65533") }
+        if inMemory && dataDir != nil {
+            throw ValidationError("--in-memory and --data-dir contradict each other (is DROVER_DATA_DIR set?): keep a journal in --data-dir, or none with --in-memory")
+        }
+    }
+
+    /// The broker's journal directory, or nil for none.
+    var journalDirectory: String? {
+        inMemory ? nil : dataDir ?? BrokerOptions.defaultDataDirectory(name: "up", environment: ProcessInfo.processInfo.environment)
     }
 
     func run() throws {
@@ -72,8 +88,9 @@ struct UpCommand: ParsableCommand {
         let stopAll = { (children: [ChildProcess]) in for child in children.reversed() { child.stop(within: 5) } }
 
         // Broker, then controller, then workers: each waits for the one before to be listening.
+        let journal = journalDirectory.map { ["--data-dir", $0] } ?? ["--in-memory"]
         let broker = try ChildProcess(role: "broker", arguments: ["broker", "--bind", "tcp://\(host):\(port(0))",
-                                                                  "--ready-file", "\(directory)/broker"] + global.childArguments)
+                                                                  "--ready-file", "\(directory)/broker"] + journal + global.childArguments)
         children.append(broker)
         let brokerEndpoint: String
         let publishEndpoint: String
@@ -105,10 +122,11 @@ struct UpCommand: ParsableCommand {
             throw error
         }
 
-        let handler = exec.map { "--exec '\($0)'" } ?? "--echo"
+        let handler = exec.map { "--exec '\($0)'" } ?? serve.map { "--serve '\($0)'" } ?? "--echo"
         writeOutput("""
         drover fleet is up: \(workers) workers × \(threads) threads (\(handler)) on queue "\(queue)"
           broker               \(brokerEndpoint)
+          journal              \(journalDirectory ?? "none (--in-memory)")
           controller publish   \(publishEndpoint)
           controller commands  \(commandEndpoint)
         try:

@@ -141,6 +141,11 @@ final class DroverProcess: @unchecked Sendable {
             process.arguments = arguments
         }
         var inherited = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("DROVER_") || $0.key == "DROVER_BIN" }
+        // A home of the test's own: a broker's default data directory (~/.local/state/drover)
+        // is then the test's, so brokers of tests running side by side never share a journal.
+        inherited["HOME"] = directory
+        inherited["XDG_STATE_HOME"] = nil
+        inherited["STATE_DIRECTORY"] = nil
         inherited.merge(environment) { $1 }
         process.environment = inherited
         process.standardOutput = FileHandle(forWritingAtPath: stdoutPath)

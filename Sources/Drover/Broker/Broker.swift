@@ -78,6 +78,7 @@ public final class Broker: Sendable {
         if let path = options.readyFile { try writeReadyFile(path, lines: [endpoint]) }
 
         var loop = BrokerLoop(options: options, socket: socket, logger: logger, dispatcher: dispatcher, journal: journal)
+        if let opened { loop.recovered = (opened.recoveredItems, opened.recoverySeconds) }
         var poller = ZMQPoller()
         let socketIndex = poller.add(socket)
         let wakeIndex = poller.add(fileDescriptor: wakeup.fileDescriptor)

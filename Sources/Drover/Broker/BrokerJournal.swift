@@ -10,6 +10,9 @@ struct BrokerJournal {
     let store: JournalStore
     /// Held while the broker runs; the kernel drops it when the process ends.
     let lock: DataDirectoryLock?
+    /// Items held after recovery, and how long it took.
+    let recoveredItems: Int
+    let recoverySeconds: Double
 
     /// Opens `directory` (made if missing) and replays it into `dispatcher`.
     static func open(_ directory: String, options: BrokerOptions, fileSystem: any JournalFileSystem = DiskFileSystem(),
@@ -53,6 +56,6 @@ struct BrokerJournal {
             "queued": "\(recovered.queued)", "retrying": "\(recovered.retrying)", "dead": "\(recovered.dead)",
             "recent-completions": "\(recovered.recentCompletions)", "seconds": "\(String(format: "%.3f", seconds))",
             "crc32c": "\(CRC32C.isHardware ? "hardware" : "software")"])
-        return BrokerJournal(store: store, lock: lock)
+        return BrokerJournal(store: store, lock: lock, recoveredItems: dispatcher.itemsHeld, recoverySeconds: seconds)
     }
 }

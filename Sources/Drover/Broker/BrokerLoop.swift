@@ -21,6 +21,11 @@ struct BrokerLoop {
     var waitingForSync: Deque<(position: UInt64, out: Outgoing)> = []
     /// The journal failed: nothing more can be made durable.
     var journalFailure: JournalError?
+    /// What recovery brought back, for status.
+    var recovered = (items: 0, seconds: 0.0)
+    /// Journal figures at the last heartbeat tick, for the rates in status.
+    private var lastTick: (stats: JournalStats, at: Int64)?
+    private var journalRates = (syncsPerSecond: 0.0, itemsPerSync: 0.0)
 
     init(options: BrokerOptions, socket: ZMQSocket, logger: Logger, dispatcher: Dispatcher, journal: JournalStore?) {
         self.options = options
@@ -85,7 +90,8 @@ struct BrokerLoop {
                 logger.notice("fleet state changed", metadata: ["state": "\(state)", "workers": "\(dispatcher.workerPeers.count)"])
             }
         case .statusRequest:
-            let status = dispatcher.status(now: now)
+            var status = dispatcher.status(now: now)
+            status.journal = journalStatus()
             send(peer, .statusReply(jsonText(status)))
         case .deadLetters(let request):
             send(peer, .deadLetterReply(dispatcher.deadLetters(request, now: now)))
@@ -99,7 +105,30 @@ struct BrokerLoop {
         }
     }
 
+    /// The journal's part of `drover status`.
+    func journalStatus() -> BrokerStatus.Journal? {
+        guard let journal, let log = dispatcher.journal else { return nil }
+        let stats = journal.stats
+        var status = BrokerStatus.Journal(
+            directory: journal.directory, segments: log.segmentCount, bytesOnDisk: log.segmentCount * journal.segmentBytes,
+            bytesWritten: stats.bytesWritten, syncs: stats.syncs, syncsPerSecond: journalRates.syncsPerSecond,
+            itemsPerSync: journalRates.itemsPerSync > 0 ? journalRates.itemsPerSync : Double(stats.itemsSynced) / Double(max(stats.syncs, 1)),
+            meanSyncMicroseconds: Double(stats.syncMicroseconds) / Double(max(stats.syncs, 1)), maxSyncMicroseconds: stats.maxSyncMicroseconds,
+            recoveredItems: recovered.items, recoverySeconds: recovered.seconds)
+        status.itemsSynced = stats.itemsSynced
+        return status
+    }
+
     mutating func tick(now: Int64) {
+        if let journal {
+            let stats = journal.stats
+            if let last = lastTick, now > last.at {
+                let syncs = stats.syncs - last.stats.syncs
+                journalRates.syncsPerSecond = Double(syncs) * 1000 / Double(now - last.at)
+                journalRates.itemsPerSync = syncs > 0 ? Double(stats.itemsSynced - last.stats.itemsSynced) / Double(syncs) : 0
+            }
+            lastTick = (stats, now)
+        }
         for name in dispatcher.expireSilentWorkers(now: now) {
             logger.warning("worker silent past the liveness window; its items go back to the queue", metadata: ["worker": "\(name)"])
         }
@@ -129,7 +158,7 @@ struct BrokerLoop {
                 }
             }
             pending.removeAll()
-        } while dispatcher.hasOutbox || dispatcher.journal?.hasPending == true
+        } while dispatcher.hasOutbox || (journalFailure == nil && dispatcher.journal?.hasPending == true)
     }
 
     /// Whether `message` may go only once what it speaks of is on disk.

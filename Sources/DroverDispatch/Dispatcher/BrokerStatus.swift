@@ -51,12 +51,52 @@ public struct BrokerStatus: Codable, Sendable, Equatable {
         public var ago: Int64
     }
 
+    /// The broker's journal; absent for a broker run `--in-memory`.
+    public struct Journal: Codable, Sendable, Equatable {
+        public var directory: String
+        /// Segment files on disk, and their size together (preallocated).
+        public var segments: Int
+        public var bytesOnDisk: Int
+        /// Bytes of records written since the broker started.
+        public var bytesWritten: UInt64
+        /// Syncs (`fdatasync` group commits) since the broker started, and per second over the
+        /// last heartbeat interval.
+        public var syncs: Int
+        public var syncsPerSecond: Double
+        /// Items first accepted in the records the syncs covered, since the broker started.
+        public var itemsSynced: Int = 0
+        /// Items first accepted per sync, over the last heartbeat interval (since the start when
+        /// none happened in it).
+        public var itemsPerSync: Double
+        public var meanSyncMicroseconds: Double
+        public var maxSyncMicroseconds: UInt64
+        /// What the broker recovered at start.
+        public var recoveredItems: Int
+        public var recoverySeconds: Double
+
+        public init(directory: String, segments: Int, bytesOnDisk: Int, bytesWritten: UInt64, syncs: Int, syncsPerSecond: Double,
+                    itemsPerSync: Double, meanSyncMicroseconds: Double, maxSyncMicroseconds: UInt64, recoveredItems: Int, recoverySeconds: Double) {
+            self.directory = directory
+            self.segments = segments
+            self.bytesOnDisk = bytesOnDisk
+            self.bytesWritten = bytesWritten
+            self.syncs = syncs
+            self.syncsPerSecond = syncsPerSecond
+            self.itemsPerSync = itemsPerSync
+            self.meanSyncMicroseconds = meanSyncMicroseconds
+            self.maxSyncMicroseconds = maxSyncMicroseconds
+            self.recoveredItems = recoveredItems
+            self.recoverySeconds = recoverySeconds
+        }
+    }
+
     public var fleet: Fleet
     public var queues: [Queue]
     public var workers: [Worker]
     public var departed: [Departed]
     public var counters: Dispatcher.Counters
     public var itemsHeld: Int
+    public var journal: Journal? = nil
 }
 
 extension Dispatcher {

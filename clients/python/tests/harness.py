@@ -142,7 +142,9 @@ class Sandbox:
     def environment(self) -> Dict[str, str]:
         """This process's environment without ``DROVER_*`` settings (every drover flag can
         come from one), with the client and the tests' handlers importable."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DROVER_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DROVER_") and k not in ("XDG_STATE_HOME", "STATE_DIRECTORY")}
+        # A home of the test's own, so a broker's default data directory is the test's.
+        env["HOME"] = str(self.directory)
         env["PYTHONPATH"] = os.pathsep.join([str(CLIENT), str(TESTS)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         env["PYTHONUNBUFFERED"] = "1"
         return env
