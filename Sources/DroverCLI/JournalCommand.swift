@@ -43,10 +43,18 @@ struct JournalCommand: ParsableCommand {
                 return
             }
             var damaged = false
-            for number in numbers {
-                let path = directory + "/" + JournalStore.segmentName(number)
-                let bytes = (try? Data(contentsOf: URL(fileURLWithPath: path))).map { [UInt8]($0) } ?? []
-                let scan = JournalReader.scan(bytes, segment: number, isLast: number == numbers.last,
+            let contents = numbers.map { number in
+                (try? Data(contentsOf: URL(fileURLWithPath: directory + "/" + JournalStore.segmentName(number)))).map { [UInt8]($0) } ?? []
+            }
+            // The last segment with records (one made ahead of need is all zeros).
+            let lastWithRecords = numbers.indices.last { contents[$0].contains { $0 != 0 } }
+            for (index, number) in numbers.enumerated() {
+                let bytes = contents[index]
+                if let lastWithRecords, index > lastWithRecords {
+                    print("segment \(number): empty (made ahead of need)")
+                    continue
+                }
+                let scan = JournalReader.scan(bytes, segment: number, isLast: index == lastWithRecords,
                                               maxRecordBytes: JournalStore.largestPlausibleRecord)
                 var line = "segment \(number): \(scan.records.count) records, \(scan.end) bytes used of \(bytes.count)"
                 if case .damaged(let offset, let reason) = scan.problem {

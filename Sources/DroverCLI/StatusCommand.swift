@@ -65,6 +65,7 @@ struct StatusCommand: ParsableCommand {
                     + "rejected \(c.rejected), duplicates dropped \(c.duplicates), redelivered \(c.redelivered), "
                     + "handed back \(c.handedBack), stale outcomes rejected \(c.staleOutcomes)")
         if let j = status.journal {
+            if j.diskFull { writeOutput("DISK FULL: the journal's disk has no room for its next segment; new items are refused until completed items free space") }
             writeOutput("journal: \(j.directory), \(j.segments) segment\(j.segments == 1 ? "" : "s") (\(j.bytesOnDisk >> 20) MiB on disk), "
                         + String(format: "%.0f fsyncs/s, %.1f items per fsync, fsync mean %.0f µs (max %.1f ms); ",
                                  j.syncsPerSecond, j.itemsPerSync, j.meanSyncMicroseconds, Double(j.maxSyncMicroseconds) / 1000)

@@ -159,6 +159,11 @@ struct PowerCutHarness {
         if chunks.contains(where: \.opensSegment) { openedSegmentSinceSync = true }
         try! store.write(chunks, acceptedItems: d.takeJournalAcceptedItems())
         store.delete(drained)
+        // As the broker's loop does: the next segment made ahead, its space reserved.
+        if !d.journal!.nextSegmentReady {
+            try! store.prepare(d.journal!.currentSegment + 1)
+            d.journal!.nextSegmentReady = true
+        }
         for out in d.takeOutbox() {
             switch out.message {
             case .deliver(let deliveries):

@@ -212,6 +212,47 @@ extension ProcessTests {
             #expect(try brokerStatus(sandbox, again)["itemsHeld"] as? Int == 3)
         }
 
+        @Test("a full disk (a 5 MiB tmpfs): new items are refused with a clear reason, held ones complete, accepting resumes, nothing is lost")
+        func diskFull() throws {
+            let sandbox = try Sandbox("disk-full")
+            defer { sandbox.tearDown() }
+            let disk = sandbox.path("disk")
+            try FileManager.default.createDirectory(atPath: disk, withIntermediateDirectories: true)
+            let mount = Process()
+            mount.executableURL = URL(fileURLWithPath: "/bin/mount")
+            mount.arguments = ["-t", "tmpfs", "-o", "size=5m", "tmpfs", disk]
+            try mount.run()
+            mount.waitUntilExit()
+            try #require(mount.terminationStatus == 0, "this test mounts a small tmpfs and needs root")
+            defer {
+                let umount = Process()
+                umount.executableURL = URL(fileURLWithPath: "/bin/umount")
+                umount.arguments = ["-l", disk]
+                try? umount.run()
+                umount.waitUntilExit()
+            }
+            let (broker, endpoint) = try sandbox.broker(["--data-dir", "\(disk)/data", "--segment-size", "1048576", "--max-item-size", "65536"])
+            let total = 6000
+            let items = (0..<total).map { String($0).padding(toLength: 1000, withPad: "x", startingAt: 0) }.joined(separator: "\n")
+            let producer = try sandbox.start("producer", ["send", "--broker", endpoint], stdin: items)
+            #expect(sandbox.eventually(seconds: 30) { broker.stderr.contains("the journal's disk is full: refusing new items") },
+                    "\(broker.stderr.suffix(1000))")
+            let full = try sandbox.run(["status", "--broker", endpoint])
+            #expect(full.stdout.contains("DISK FULL"), "\(full.stdout)")
+            #expect(producer.exitStatus == nil, "the producer waits and retries: \(producer.stderr.suffix(500))")
+            #expect(broker.exitStatus == nil, "the broker runs on")
+            // A worker completes what is held; completed segments go, and accepting resumes.
+            _ = try sandbox.worker("w", broker: endpoint, ["--echo", "--threads", "2"])
+            #expect(producer.wait(seconds: 120) == 0, "\(producer.stderr.suffix(1000))")
+            #expect(producer.stderr.contains("\(total) accepted"))
+            #expect(broker.stderr.contains("the journal's disk has room again; accepting items"))
+            #expect(sandbox.eventually(seconds: 60) { (try? brokerCounters(sandbox, endpoint))?["completed"] == total },
+                    "every accepted item completed: \((try? brokerCounters(sandbox, endpoint)) ?? [:])")
+            #expect(try brokerCounters(sandbox, endpoint)["accepted"] == total)
+            broker.signal(SIGTERM)
+            #expect(broker.wait(seconds: 10) == 0)
+        }
+
         @Test("--in-memory keeps no journal and says so; --in-memory with --data-dir is refused")
         func inMemory() throws {
             let sandbox = try Sandbox("in-memory")

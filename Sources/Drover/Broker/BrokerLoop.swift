@@ -21,6 +21,8 @@ struct BrokerLoop {
     var waitingForSync: Deque<(position: UInt64, out: Outgoing)> = []
     /// The journal failed: nothing more can be made durable.
     var journalFailure: JournalError?
+    /// The journal's disk had no room for the next segment: new items are refused until it does.
+    var diskFull = false
     /// What recovery brought back, for status.
     var recovered = (items: 0, seconds: 0.0)
     /// Journal figures at the last heartbeat tick, for the rates in status.
@@ -116,6 +118,7 @@ struct BrokerLoop {
             meanSyncMicroseconds: Double(stats.syncMicroseconds) / Double(max(stats.syncs, 1)), maxSyncMicroseconds: stats.maxSyncMicroseconds,
             recoveredItems: recovered.items, recoverySeconds: recovered.seconds)
         status.itemsSynced = stats.itemsSynced
+        status.diskFull = diskFull
         return status
     }
 
@@ -128,6 +131,7 @@ struct BrokerLoop {
                 journalRates.itemsPerSync = syncs > 0 ? Double(stats.itemsSynced - last.stats.itemsSynced) / Double(syncs) : 0
             }
             lastTick = (stats, now)
+            if diskFull { prepareNextSegment() }
         }
         for name in dispatcher.expireSilentWorkers(now: now) {
             logger.warning("worker silent past the liveness window; its items go back to the queue", metadata: ["worker": "\(name)"])
@@ -192,6 +196,36 @@ struct BrokerLoop {
         do {
             try journal.write(chunks, acceptedItems: dispatcher.takeJournalAcceptedItems())
             journal.delete(drained)
+        } catch {
+            journalFailure = error
+        }
+        if !diskFull { prepareNextSegment() }
+    }
+
+    /// Makes the next segment as soon as the current one is in use, reserving its space, so
+    /// that a full disk shows itself while there is still room: new items are then refused
+    /// (``JournalLog/canAccept(bytes:)`` keeps half a segment for what happens to the items
+    /// already held: outcomes, retries, dead letters), nothing accepted is lost, and completed
+    /// items free their segments. Accepting resumes when the next segment fits (tried again
+    /// every heartbeat).
+    mutating func prepareNextSegment() {
+        guard let journal, let log = dispatcher.journal, journalFailure == nil, !log.nextSegmentReady else { return }
+        do {
+            try journal.prepare(log.currentSegment + 1)
+            dispatcher.journal?.nextSegmentReady = true
+            if diskFull {
+                diskFull = false
+                dispatcher.refusingItems = nil
+                logger.notice("the journal's disk has room again; accepting items", metadata: ["data-dir": "\(journal.directory)"])
+            }
+        } catch where error.isNoSpace {
+            if !diskFull {
+                diskFull = true
+                dispatcher.refusingItems = "the broker's disk is full (no room for the next journal segment in \(journal.directory)): "
+                    + "new items are refused until completed items free space; items already accepted are safe; retry later"
+                logger.error("the journal's disk is full: refusing new items until completed items free space (items already accepted are safe)",
+                             metadata: ["data-dir": "\(journal.directory)", "error": "\(error)"])
+            }
         } catch {
             journalFailure = error
         }

@@ -41,7 +41,7 @@ struct ItemTable: Sendable {
     let recentCapacity: Int
     let recentPayloadBudget: Int
     /// Segments of recent completions forgotten, for the journal's books (``takeEvictedSegments()``).
-    private var evictedSegments: [UInt32] = []
+    private var evictedSegments: [(segment: UInt32, bytes: Int)] = []
     /// A recent completion with no journal record.
     static let noSegment = UInt32.max
 
@@ -109,7 +109,7 @@ struct ItemTable: Sendable {
     private mutating func evictOldCompletions() {
         while recent.count > recentCapacity || recentPayloadBytes > recentPayloadBudget, let oldest = recent.popFirst() {
             recentPayloadBytes -= oldest.outcome?.payload.count ?? 0
-            if oldest.segment != ItemTable.noSegment { evictedSegments.append(oldest.segment) }
+            if oldest.segment != ItemTable.noSegment { evictedSegments.append((oldest.segment, Self.journalBytes(oldest.outcome))) }
             let mine = Self.recentFlag | recentBase
             // Its place in the index is known unless the index has grown since; and the id may
             // have become a held item again since (only in recovery), which must stay.
@@ -123,21 +123,28 @@ struct ItemTable: Sendable {
     }
 
     /// Records that the completions since the table held `recentTotal` completions (the value
-    /// of ``recentTotal`` then) have their journal record in `segment`; returns how many are
-    /// still remembered (they keep the segment).
+    /// of ``recentTotal`` then) have their journal record in `segment`; returns the bytes of
+    /// those still remembered (they keep the segment).
     mutating func placeRecentCompletions(since total: UInt64, in segment: UInt32) -> Int {
         let first = max(total, recentBase)
         let end = recentBase + UInt64(recent.count)
         guard first < end else { return 0 }
-        for i in Int(first - recentBase)..<recent.count { recent[i].segment = segment }
-        return Int(end - first)
+        var bytes = 0
+        for i in Int(first - recentBase)..<recent.count {
+            recent[i].segment = segment
+            bytes += Self.journalBytes(recent[i].outcome)
+        }
+        return bytes
     }
+
+    /// About how many bytes a completion's journal record takes.
+    static func journalBytes(_ outcome: ItemOutcome?) -> Int { 17 + (outcome.map { 8 + $0.payload.count } ?? 0) }
 
     /// Completions remembered since the broker started, counting those forgotten.
     var recentTotal: UInt64 { recentBase + UInt64(recent.count) }
 
     /// Segments of completions forgotten since the last call (their records may go).
-    mutating func takeEvictedSegments() -> [UInt32] {
+    mutating func takeEvictedSegments() -> [(segment: UInt32, bytes: Int)] {
         defer { evictedSegments.removeAll(keepingCapacity: true) }
         return evictedSegments
     }
@@ -150,8 +157,9 @@ struct ItemTable: Sendable {
     /// The ids of the remembered completions, oldest first.
     var recentIDs: [ItemID] { recent.map(\.id) }
 
-    /// The segment of every remembered completion (for the journal's books after recovery).
-    var recentSegments: [UInt32] { recent.map(\.segment) }
+    /// The segment of every remembered completion, and its record's bytes (for the journal's
+    /// books after recovery).
+    var recentSegments: [(segment: UInt32, bytes: Int)] { recent.map { ($0.segment, Self.journalBytes($0.outcome)) } }
 
     mutating func moveRecentCompletion(at place: Int, to segment: UInt32) { recent[place].segment = segment }
 

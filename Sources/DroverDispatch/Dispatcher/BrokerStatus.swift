@@ -65,6 +65,8 @@ public struct BrokerStatus: Codable, Sendable, Equatable {
         public var syncsPerSecond: Double
         /// Items first accepted in the records the syncs covered, since the broker started.
         public var itemsSynced: Int = 0
+        /// The disk has no room for the next segment: new items are refused until it does.
+        public var diskFull: Bool = false
         /// Items first accepted per sync, over the last heartbeat interval (since the start when
         /// none happened in it).
         public var itemsPerSync: Double

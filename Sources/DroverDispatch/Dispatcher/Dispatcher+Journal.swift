@@ -31,8 +31,12 @@ extension Dispatcher {
                 let item = items[group[group.startIndex + i]].item
                 return (item.id, item.payload)
             }
-            for slot in group { items[slot].item.segment = segment }
-            log.retain(segment, count: group.count)
+            var groupBytes = 0
+            for slot in group {
+                items[slot].item.segment = segment
+                groupBytes += Self.journalBytes(items[slot].item)
+            }
+            log.retain(segment, bytes: groupBytes)
             start = end
         }
         journalAcceptedItems += fresh.count
@@ -44,20 +48,23 @@ extension Dispatcher {
         guard journal != nil, !completed.isEmpty else { return }
         let segment = journal!.append(.completed(completed))
         let remembered = items.placeRecentCompletions(since: since, in: segment)
-        journal!.retain(segment, count: remembered)
+        if remembered > 0 { journal!.retain(segment, bytes: remembered) }
         releaseEvictedCompletions()
     }
+
+    /// About how many bytes an item's record takes in the journal (its share of the segment's books).
+    static func journalBytes(_ item: Item) -> Int { item.payload.count + 20 }
 
     /// An item leaves the books: its record's segment has one live item fewer.
     mutating func journalRelease(_ slot: UInt32) {
         guard journal != nil else { return }
         let segment = items[slot].item.segment
-        if segment != ItemTable.noSegment { journal!.release(segment) }
+        if segment != ItemTable.noSegment { journal!.release(segment, bytes: Self.journalBytes(items[slot].item)) }
     }
 
     mutating func releaseEvictedCompletions() {
         guard journal != nil else { return }
-        for segment in items.takeEvictedSegments() { journal!.release(segment) }
+        for (segment, bytes) in items.takeEvictedSegments() { journal!.release(segment, bytes: bytes) }
     }
 
     /// Records a failed delivery of the item in `slot` (its counts already updated).
@@ -95,14 +102,14 @@ extension Dispatcher {
                     failures: entry.item.failures, timeoutMilliseconds: entry.item.timeoutMilliseconds, state: state,
                     lastError: items.lastError(UInt32(slot)), payload: entry.item.payload)))
                 items[UInt32(slot)].item.segment = segment
-                log.release(old)
-                log.retain(segment)
+                log.release(old, bytes: Self.journalBytes(entry.item))
+                log.retain(segment, bytes: Self.journalBytes(entry.item))
             }
             for (place, id, outcome) in items.recentCompletions(in: old) {
                 let segment = log.append(.completed([.init(id: id, outcome: outcome)]))
                 items.moveRecentCompletion(at: place, to: segment)
-                log.release(old)
-                log.retain(segment)
+                log.release(old, bytes: ItemTable.journalBytes(outcome))
+                log.retain(segment, bytes: ItemTable.journalBytes(outcome))
             }
         }
         return log.takeDrained()
@@ -190,7 +197,7 @@ extension Dispatcher {
         var queued: [UInt32] = []
         for index in items.slots.indices where items.slots[index].state != .free {
             let slot = UInt32(index)
-            if items[slot].item.segment != ItemTable.noSegment { log.retain(items[slot].item.segment) }
+            if items[slot].item.segment != ItemTable.noSegment { log.retain(items[slot].item.segment, bytes: Self.journalBytes(items[slot].item)) }
             switch items[slot].state {
             case .queued, .leased:
                 // It may have been running, on a delivery the journal never saw.
@@ -218,8 +225,8 @@ extension Dispatcher {
         queued.sort { items[$0].item.sequence < items[$1].item.sequence }
         for slot in queued { queues[items[slot].item.queue, default: QueueState()].items.append(slot) }
         recovered.queued = queued.count
-        for segment in items.recentSegments where segment != ItemTable.noSegment {
-            log.retain(segment)
+        for (segment, bytes) in items.recentSegments where segment != ItemTable.noSegment {
+            log.retain(segment, bytes: bytes)
             recovered.recentCompletions += 1
         }
         journal = log

@@ -64,6 +64,9 @@ public struct Dispatcher: Sendable {
     public var journal: JournalLog?
     /// Items first accepted since ``takeJournalAcceptedItems()``.
     var journalAcceptedItems = 0
+    /// Why new items are refused when the journal has no room reserved for them (its disk is
+    /// full), or nil. Items already held are still run and their outcomes recorded.
+    public var refusingItems: String?
 
     /// How many departures ``status(now:)`` remembers.
     static let departedMemory = 1024
@@ -118,6 +121,14 @@ public struct Dispatcher: Sendable {
         if let problem = QueueName.problem(submit.queue) {
             reject(peer, submit.items.map(\.id), .badQueueName, problem)
             return
+        }
+        if let log = journal {
+            let bytes = submit.items.reduce(0) { $0 + $1.payload.count + 20 } + 64 * (1 + submit.items.count / 64)
+            if !log.canAccept(bytes: bytes) {
+                reject(peer, submit.items.map(\.id), .storageUnavailable,
+                       refusingItems ?? "the broker's journal is reserving space for its next segment; retry in a moment")
+                return
+            }
         }
         if fleet.phase == .exiting {
             reject(peer, submit.items.map(\.id), .fleetExiting, "the fleet is shutting down (exit, epoch \(fleet.epoch)); restart the controller to start a new run")

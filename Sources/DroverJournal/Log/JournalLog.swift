@@ -45,8 +45,8 @@ public struct JournalLog: Sendable {
     public private(set) var recordsAppended = 0
     /// The oldest segment that exists.
     public private(set) var oldestSegment: UInt32
-    /// Per segment from the oldest: live items and recent completions whose record is there,
-    /// and how many were ever placed there.
+    /// Per segment from the oldest: bytes of the records of live items and recent completions
+    /// there, and of every such record ever placed there.
     private var live: Deque<Int>
     private var placed: Deque<Int>
     private var totalLive = 0
@@ -134,6 +134,7 @@ public struct JournalLog: Sendable {
             encoder.bytes.removeSubrange(start...)
             closeChunk()
             currentSegment += 1
+            nextSegmentReady = false
             live.append(0)
             placed.append(0)
             chunkOffset = 0
@@ -162,6 +163,22 @@ public struct JournalLog: Sendable {
         return done
     }
 
+    /// Whether the segment after the current one is made and its space reserved (the broker
+    /// sets it; moving into that segment clears it).
+    public var nextSegmentReady = false
+
+    /// Whether `bytes` more of records fit in the space already reserved (the rest of this
+    /// segment, and the next when it is ready) while leaving half a segment for records about
+    /// items already held (outcomes, retries, dead letters): new items are accepted only then,
+    /// so a full disk never stops the broker from recording what happens to what it holds.
+    public func canAccept(bytes: Int) -> Bool {
+        let room = (segmentBytes - currentSegmentFill) + (nextSegmentReady ? segmentBytes - Self.segmentHeaderBytes : 0)
+        return bytes + segmentBytes / 2 <= room
+    }
+
+    /// Bytes used in the segment being written (records appended included).
+    public var currentSegmentFill: Int { chunkOffset + encoder.bytes.count }
+
     /// Whether anything was appended and not yet taken.
     public var hasPending: Bool { !done.isEmpty || hasOpenRecords }
 
@@ -172,8 +189,9 @@ public struct JournalLog: Sendable {
 
     // MARK: Segment books
 
-    /// A held item's record (or a recent completion's) is now in `segment`.
-    public mutating func retain(_ segment: UInt32, count: Int = 1) {
+    /// A held item's record (or a recent completion's) of about `bytes` is now in `segment`.
+    /// The books count bytes, so that a segment kept by a few small records is compacted.
+    public mutating func retain(_ segment: UInt32, bytes count: Int) {
         let i = Int(segment - oldestSegment)
         live[i] += count
         placed[i] += count
@@ -181,15 +199,15 @@ public struct JournalLog: Sendable {
         totalPlaced += count
     }
 
-    /// A held item (or a recent completion) whose record is in `segment` is gone.
-    public mutating func release(_ segment: UInt32, count: Int = 1) {
+    /// A held item (or a recent completion) whose record of `bytes` is in `segment` is gone.
+    public mutating func release(_ segment: UInt32, bytes count: Int) {
         guard segment >= oldestSegment else { return }
         live[Int(segment - oldestSegment)] -= count
         totalLive -= count
     }
 
-    /// Live items and completions in `segment`.
-    public func liveCount(_ segment: UInt32) -> Int {
+    /// Bytes of live items' and completions' records in `segment`.
+    public func liveBytes(_ segment: UInt32) -> Int {
         guard segment >= oldestSegment, segment <= currentSegment else { return 0 }
         return live[Int(segment - oldestSegment)]
     }

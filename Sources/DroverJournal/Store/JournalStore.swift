@@ -36,6 +36,8 @@ public final class JournalStore: Sendable {
     /// Segment files open for writing, by number (the loop's own; the journal thread holds its own references).
     private let files = Mutex<[UInt32: any JournalFile]>([:])
     private let thread = Mutex<JoinableThread?>(nil)
+    /// The next segment, made and allocated ahead of need (``prepare(_:)``).
+    private let prepared = Mutex<(segment: UInt32, file: any JournalFile)?>(nil)
     private let syncedPosition = Atomic<UInt64>(0)
     private let failed = Atomic<Bool>(false)
 
@@ -86,7 +88,8 @@ public final class JournalStore: Sendable {
         public var description: String { "\(path) at offset \(offset): \(reason)" }
     }
 
-    /// The segment numbers on disk, oldest first. Throws when one is missing in the middle.
+    /// The segment numbers on disk, oldest first (including one made ahead and still empty).
+    /// Throws when one is missing in the middle.
     public func segmentsOnDisk() throws -> [UInt32] {
         let numbers = try fileSystem.list(directory).compactMap(Self.segmentNumber).sorted()
         for (a, b) in zip(numbers, numbers.dropFirst()) where b != a + 1 {
@@ -101,12 +104,26 @@ public final class JournalStore: Sendable {
     public func recover(maxRecordBytes: Int, repair: Bool = true,
                         apply: (JournalRecord, UInt32) throws -> Void) throws -> Recovery {
         var recovery = Recovery()
-        let numbers = try segmentsOnDisk()
+        var numbers = try segmentsOnDisk()
+        // Segments made ahead of need and never written (all zeros) hold nothing: the last
+        // segment with records is the one whose tail a crash may have torn.
+        var lastBytes: [UInt8]?
+        while let last = numbers.last {
+            let file = try fileSystem.open(path(last), create: false)
+            let bytes = try file.read(at: 0, count: try file.size())
+            guard JournalReader.isZero(bytes[...]) else {
+                lastBytes = bytes
+                break
+            }
+            if repair { try fileSystem.remove(path(last)) }
+            numbers.removeLast()
+        }
+        if repair { try fileSystem.syncDirectory(directory) }
         recovery.oldestSegment = numbers.first
         recovery.lastSegment = numbers.last
         for number in numbers {
             let file = try fileSystem.open(path(number), create: false)
-            let bytes = try file.read(at: 0, count: try file.size())
+            let bytes = number == numbers.last ? lastBytes! : try file.read(at: 0, count: try file.size())
             recovery.bytesRead += bytes.count
             recovery.segments += 1
             let scan = JournalReader.scan(bytes, segment: number, isLast: number == numbers.last, maxRecordBytes: maxRecordBytes)
@@ -150,8 +167,12 @@ public final class JournalStore: Sendable {
         for chunk in chunks {
             let file: any JournalFile
             if chunk.opensSegment {
-                file = try fileSystem.open(path(chunk.segment), create: true)
-                try file.allocate(segmentBytes)
+                if let ready = prepared.withLock({ p in p?.segment == chunk.segment ? p.take()!.file : nil }) {
+                    file = ready
+                } else {
+                    file = try fileSystem.open(path(chunk.segment), create: true)
+                    try file.allocate(segmentBytes)
+                }
                 files.withLock { $0[chunk.segment] = file }
                 opened = true
             } else if let open = files.withLock({ $0[chunk.segment] }) {
@@ -182,6 +203,25 @@ public final class JournalStore: Sendable {
         condition.signal()
         condition.unlock()
     }
+
+    /// Makes segment `number` and reserves its space now, before a record needs it, so that a
+    /// full disk shows itself while the current segment still has room: the broker can then
+    /// refuse new items and still record what happens to those it holds. Throws the system's
+    /// error (``JournalError/isNoSpace`` for a full disk), leaving no file behind.
+    public func prepare(_ number: UInt32) throws(JournalError) {
+        if prepared.withLock({ $0?.segment == number }) { return }
+        let file = try fileSystem.open(path(number), create: true)
+        do {
+            try file.allocate(segmentBytes)
+        } catch {
+            try? fileSystem.remove(path(number))
+            throw error
+        }
+        prepared.withLock { $0 = (number, file) }
+    }
+
+    /// Whether segment `number` is made and allocated.
+    public func isPrepared(_ number: UInt32) -> Bool { prepared.withLock { $0?.segment == number } }
 
     /// Deletes `segments` once everything written so far is synced (so the records that
     /// replaced theirs are on disk first).
