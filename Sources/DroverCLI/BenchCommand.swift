@@ -104,6 +104,7 @@ struct BenchCommand: ParsableCommand {
             settings.durableItems = 2000
             settings.acceptLatencyItems = 1000
             settings.recoveryItems = 2000
+            settings.redis = false
         }
         _ = global.makeLogger(role: "bench")
         #if DEBUG

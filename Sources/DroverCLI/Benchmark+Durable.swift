@@ -52,7 +52,7 @@ extension BenchReport {
         if let redis = d.redisAlwaysFsync {
             lines.append("             Redis appendfsync always, XADD to a stream: \(f(redis)) items/s")
         } else {
-            lines.append("             Redis: not measured (redis-server is not installed)")
+            lines.append("             Redis: not measured (redis-server is not installed, or --quick)")
         }
         lines.append("             recovery of \(d.recoveryItems) queued 100-byte items: \(f(d.recoverySeconds)) s")
         return lines
@@ -87,7 +87,7 @@ extension Benchmark {
         var raw: [Double] = [], redis: [Double] = [], recovery: [Double] = []
         for _ in 0..<settings.runs {
             raw.append(try rawGroupCommit(items: items, recordBytes: 16 + 20 + 30))
-            if let rate = try redisAlwaysFsync(items: items, payload: 16) { redis.append(rate) }
+            if settings.redis, let rate = try redisAlwaysFsync(items: items, payload: 16) { redis.append(rate) }
             recovery.append(try recoverySeconds(items: recoveryItems))
         }
         let memoryFigure = Figure(inMemory), journaledFigure = Figure(journaled)
@@ -227,15 +227,17 @@ extension Benchmark {
     /// entries to a stream, 16 clients pipelining 16 commands each. Nil without redis-server.
     private func redisAlwaysFsync(items: Int, payload: Int) throws -> Double? {
         guard let server = Self.executable("redis-server"), let benchmark = Self.executable("redis-benchmark"),
-              let cli = Self.executable("redis-cli") else { return nil }
+              let cli = Self.executable("redis-cli"), let timeout = Self.executable("timeout") else { return nil }
         let dir = "\(directory)/redis-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let port = try Self.freePort()
+        // Under `timeout`, so that a bench killed outright leaves no server behind for long.
         let redis = Process()
-        redis.executableURL = URL(fileURLWithPath: server)
-        redis.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--dir", dir, "--appendonly", "yes",
+        redis.executableURL = URL(fileURLWithPath: timeout)
+        redis.arguments = ["600", server, "--port", "\(port)", "--bind", "127.0.0.1", "--dir", dir, "--appendonly", "yes",
                            "--appendfsync", "always", "--save", "", "--daemonize", "no"]
+        redis.standardInput = FileHandle.nullDevice
         redis.standardOutput = FileHandle.nullDevice
         redis.standardError = FileHandle.nullDevice
         try redis.run()
@@ -246,11 +248,11 @@ extension Benchmark {
         let value = String(repeating: "a", count: payload)
         // Wait until it answers (redis-benchmark with fewer requests than clients never ends).
         for _ in 0..<100 {
-            if (try? Self.capture(cli, ["-p", "\(port)", "ping"]))?.contains("PONG") == true { break }
+            if (try? Self.capture(timeout, ["5", cli, "-p", "\(port)", "ping"]))?.contains("PONG") == true { break }
             usleep(50_000)
         }
-        let output = try Self.capture(benchmark, ["-p", "\(port)", "-n", "\(items)", "-c", "16", "-P", "16", "-q",
-                                                  "XADD", "drover-bench", "*", "item", value])
+        let output = try Self.capture(timeout, ["300", benchmark, "-p", "\(port)", "-n", "\(items)", "-c", "16", "-P", "16", "-q",
+                                                "XADD", "drover-bench", "*", "item", value])
         // "XADD drover-bench * item aaaa: 123456.79 requests per second, p50=…"
         guard let figure = output.split(separator: "\r").last(where: { $0.contains("requests per second") })
             .flatMap({ $0.split(separator: ":").last?.split(separator: " ").first }).flatMap({ Double($0) }) else {
@@ -294,6 +296,7 @@ extension Benchmark {
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         let pipe = Pipe()
+        process.standardInput = FileHandle.nullDevice
         process.standardOutput = pipe
         process.standardError = FileHandle.nullDevice
         try process.run()

@@ -30,6 +30,8 @@ struct BenchSettings {
     /// `durable`: items per end-to-end run, items at 10,000/s for submit → accepted (a tenth of
     /// them at 1,000/s), queued items recovered after a restart.
     var durableItems = 300_000, acceptLatencyItems = 20_000, recoveryItems = 1_000_000
+    /// Whether `durable` measures Redis beside (when it is installed).
+    var redis = true
     /// Scaling runs 4 workers × 8 threads = 32 handler threads.
     let scalingWorkers = 4, scalingThreads = 8, scalingSleepMilliseconds = 10
 }

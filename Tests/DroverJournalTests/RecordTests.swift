@@ -75,7 +75,7 @@ struct RecordTests {
         for i in 0..<24 { records.append(Self.sample[i % Self.sample.count]) }
         let size = 1 << 13
         let (full, ends) = Self.segment(records, size: size)
-        var random = SplitMix(state: 99)
+        var random = Lehmer(state: 99)
         for _ in 0..<2000 {
             let position = Int(random.next() % UInt64(size))
             var bytes = full
@@ -106,14 +106,12 @@ struct RecordTests {
         }
     }
 
-    struct SplitMix {
+    /// A small seeded generator (a Lehmer 64-bit multiplier), so the flips repeat run to run.
+    struct Lehmer {
         var state: UInt64
         mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
+            state = state &* 0xDA94_2042_E4DD_58B5 &+ 1
+            return state >> 11
         }
     }
 }

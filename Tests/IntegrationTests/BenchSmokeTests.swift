@@ -50,6 +50,14 @@ extension ProcessTests {
             let share = try #require((lookahead["fastWorkerShare"] as? [String: Double])?["median"])
             #expect(share > 0.5, "beside a 0.5 s worker, the fast one runs most items with default flags")
             #expect(((lookahead["mixedSecondsAuto"] as? [String: Double])?["median"] ?? 0) > 0)
+            let durable = try #require(report["durable"] as? [String: Any])
+            for key in ["inMemory", "journaled", "itemsPerSync", "journalBytesPerItem", "rawGroupCommit", "recoverySeconds"] {
+                #expect(((durable[key] as? [String: Double])?["median"] ?? 0) > 0, "durable \(key)")
+            }
+            #expect((durable["acceptLatency"] as? [[String: Any]])?.compactMap { $0["offeredPerSecond"] as? Int } == [1000, 10000])
+            let inMemory = try #require((durable["inMemory"] as? [String: Double])?["median"])
+            let journaled = try #require((durable["journaled"] as? [String: Double])?["median"])
+            #expect(abs(try #require(durable["ratio"] as? Double) - journaled / inMemory) < 1e-9)
         }
 
         @Test("--no-raw measures Drover alone: its figures are there, the raw ones and the ratio are not")
