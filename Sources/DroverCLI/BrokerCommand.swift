@@ -59,6 +59,12 @@ struct BrokerCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Size of each journal segment file, in bytes (default 64 MiB; at least 4 × --max-item-size).", valueName: "bytes"))
     var segmentSize: Int?
 
+    @Option(help: ArgumentHelp("Payload bytes of queued items kept in memory, like 512MiB or 2GiB (default 1GiB, or a quarter of this machine's memory if less). With the journal, past it payloads stay on disk and are read back when dispatched, so a backlog larger than memory runs through; with --in-memory, producers are told \"queue full\" past it.", valueName: "size"))
+    var memoryLimit: String?
+
+    @Option(help: ArgumentHelp("Most payload bytes held in all, in memory or on disk, like 100GiB; past it producers are told \"queue full\" (default: no limit but the disk).", valueName: "size"))
+    var maxBytes: String?
+
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
@@ -74,6 +80,12 @@ struct BrokerCommand: ParsableCommand {
             throw ValidationError("--in-memory and --data-dir contradict each other (is DROVER_DATA_DIR set?): keep a journal in --data-dir, or none with --in-memory")
         }
         if let dataDir, dataDir.isEmpty { throw ValidationError("--data-dir is empty: give a directory, or --in-memory for no journal") }
+        if let memoryLimit, (ByteSize.parse(memoryLimit) ?? 0) < 1 << 20 {
+            throw ValidationError("--memory-limit takes a size of at least 1MiB, like 512MiB or 2GiB; got \"\(memoryLimit)\"")
+        }
+        if let maxBytes, ByteSize.parse(maxBytes) == nil {
+            throw ValidationError("--max-bytes takes a size, like 100GiB (0 for no limit but the disk); got \"\(maxBytes)\"")
+        }
         if let segmentSize, segmentSize < BrokerOptions.minimumSegmentBytes(maxItemBytes: maxItemSize) {
             throw ValidationError("--segment-size must be at least \(BrokerOptions.minimumSegmentBytes(maxItemBytes: maxItemSize)) bytes (1 MiB, and room for 4 items of --max-item-size)")
         }
@@ -106,6 +118,8 @@ struct BrokerCommand: ParsableCommand {
         options.retryMaxMilliseconds = retryMaxMs
         options.dataDirectory = inMemory ? nil : dataDir ?? BrokerOptions.defaultDataDirectory(environment: ProcessInfo.processInfo.environment)
         options.segmentBytes = segmentSize ?? max(64 << 20, BrokerOptions.minimumSegmentBytes(maxItemBytes: maxItemSize))
+        options.memoryLimitBytes = memoryLimit.flatMap(ByteSize.parse) ?? BrokerOptions.defaultMemoryLimit
+        options.maxHeldBytes = maxBytes.flatMap(ByteSize.parse) ?? 0
         let broker = Broker(options: options, logger: global.makeLogger(role: "broker"))
         try runHandlingSignals(broker)
     }

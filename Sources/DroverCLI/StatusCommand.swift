@@ -48,6 +48,10 @@ struct StatusCommand: ParsableCommand {
             return
         }
         writeOutput("fleet: \(status.fleet.phase) (epoch \(status.fleet.epoch)); \(status.itemsHeld) items held")
+        if let held = status.bytesHeld, let inMemory = status.bytesInMemory, let limit = status.memoryLimitBytes {
+            func mib(_ b: Int) -> String { String(format: "%.1f MiB", Double(b) / 1_048_576) }
+            writeOutput("payloads: \(mib(held)) held, \(mib(inMemory)) of them in memory (limit \(mib(limit)))")
+        }
         writeOutput("queues:")
         for q in status.queues {
             writeOutput("  \(q.name): \(q.queued) queued, \(q.leased) running, \(q.retrying) waiting to retry, \(q.dead) dead, \(q.workers) workers")

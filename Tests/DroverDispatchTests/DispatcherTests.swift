@@ -454,4 +454,36 @@ struct DispatcherTests {
         d.seen(w1, now: 1)
         #expect(deliveries(d.takeOutbox())[w1]?.map(\.id) == sent.map(\.id), "then the same items go to it again")
     }
+
+    @Test("byte limits: in memory, past --memory-limit; in all, past --max-bytes: queue full, and room again once items complete")
+    func byteLimits() {
+        var limits = DispatcherLimits(maxItemBytes: 100, maxItems: 1000, workerLivenessMilliseconds: 3000)
+        limits.memoryLimitBytes = 10
+        var d = introduced(Dispatcher(limits: limits, seed: 1))
+        // Payloads "1".."5" and "10": 6 bytes in 6 items, then 4 more bytes would pass 10.
+        submit(&d, 1...5)
+        submit(&d, 10...10)
+        _ = d.takeOutbox()
+        #expect(d.bytesHeld == 7)
+        submit(&d, 11...12)
+        guard case .rejected(let full)? = d.takeOutbox().first?.message else { Issue.record("expected a rejection"); return }
+        #expect(full.code == .queueFull && full.reason.contains("--memory-limit"))
+        join(&d, w1)
+        d.credit(from: w1, 6)
+        let got = deliveries(d.takeOutbox())[w1] ?? []
+        d.done(from: w1, credit: 0, got.map { ItemOutcome(id: $0.id, attempt: $0.attempt, status: .succeeded, payload: []) }, now: 0)
+        _ = d.takeOutbox()
+        #expect(d.bytesHeld == 0 && d.bytesInMemory == 0)
+        submit(&d, 11...12)
+        #expect(d.takeOutbox().contains { if case .accepted = $0.message { true } else { false } })
+
+        var capped = DispatcherLimits(maxItemBytes: 100, maxItems: 1000, workerLivenessMilliseconds: 3000)
+        capped.maxHeldBytes = 3
+        var c = introduced(Dispatcher(limits: capped, seed: 1))
+        submit(&c, 1...3)
+        _ = c.takeOutbox()
+        submit(&c, 4...4)
+        guard case .rejected(let over)? = c.takeOutbox().first?.message else { Issue.record("expected a rejection"); return }
+        #expect(over.code == .queueFull && over.reason.contains("--max-bytes"))
+    }
 }

@@ -65,6 +65,8 @@ public final class Broker: Sendable {
         var opened: BrokerJournal?
         if let directory = options.dataDirectory {
             opened = try BrokerJournal.open(directory, options: options, into: &dispatcher, logger: logger)
+            let store = opened!.store
+            dispatcher.readPayload = { segment, offset, length in store.readPayload(segment: segment, offset: offset, length: length) }
             opened!.store.start(onSynced: { [wakeup] in wakeup.signal() })
         } else {
             logger.notice("in memory only (--in-memory): a stop or crash of this broker loses every item it holds")
@@ -74,7 +76,8 @@ public final class Broker: Sendable {
         let endpoint = try socket.lastEndpoint()
         logger.info("broker listening", metadata: [
             "endpoint": "\(endpoint)", "max-item-bytes": "\(options.maxItemBytes)",
-            "data-dir": "\(options.dataDirectory ?? "none (in memory)")", "items-held": "\(dispatcher.itemsHeld)"])
+            "data-dir": "\(options.dataDirectory ?? "none (in memory)")", "items-held": "\(dispatcher.itemsHeld)",
+            "memory-limit": "\(options.memoryLimitBytes >> 20) MiB", "max-bytes": "\(options.maxHeldBytes == 0 ? "none" : "\(options.maxHeldBytes >> 20) MiB")"])
         if let path = options.readyFile { try writeReadyFile(path, lines: [endpoint]) }
 
         var loop = BrokerLoop(options: options, socket: socket, logger: logger, dispatcher: dispatcher, journal: journal)

@@ -1,4 +1,7 @@
 import DequeModule
+#if canImport(Glibc)
+import Glibc
+#endif
 import DroverDispatch
 import DroverJournal
 import DroverProtocol
@@ -94,6 +97,9 @@ struct BrokerLoop {
         case .statusRequest:
             var status = dispatcher.status(now: now)
             status.journal = journalStatus()
+            status.bytesHeld = dispatcher.bytesHeld
+            status.bytesInMemory = dispatcher.bytesInMemory
+            status.memoryLimitBytes = options.memoryLimitBytes
             send(peer, .statusReply(jsonText(status)))
         case .deadLetters(let request):
             send(peer, .deadLetterReply(dispatcher.deadLetters(request, now: now)))
@@ -119,6 +125,7 @@ struct BrokerLoop {
             recoveredItems: recovered.items, recoverySeconds: recovered.seconds)
         status.itemsSynced = stats.itemsSynced
         status.diskFull = diskFull
+        status.spilledItems = dispatcher.spilledItems
         return status
     }
 
@@ -200,6 +207,10 @@ struct BrokerLoop {
             journalFailure = error
         }
         if !diskFull { prepareNextSegment() }
+        dispatcher.spillIfOverLimit()
+        if let problem = dispatcher.payloadReadFailure, journalFailure == nil {
+            journalFailure = JournalError("read", journal.directory, code: EIO, problem)
+        }
     }
 
     /// Makes the next segment as soon as the current one is in use, reserving its space, so

@@ -1,3 +1,4 @@
+import Foundation
 import DroverDispatch
 
 /// How a ``Broker`` runs. Every property has a default that suits one broker per fleet.
@@ -31,6 +32,12 @@ public struct BrokerOptions: Sendable {
     public var dataDirectory: String? = nil
     /// Size of each journal segment file. Default 64 MiB; at least 4 × the largest item.
     public var segmentBytes = 64 << 20
+    /// Payload bytes of queued items kept in memory: with a journal, past it payloads are
+    /// read back from disk when dispatched; without, producers are told "queue full".
+    /// Default 1 GiB, or a quarter of the machine's memory if that is less.
+    public var memoryLimitBytes = BrokerOptions.defaultMemoryLimit
+    /// Most payload bytes held in all (memory or disk); 0 for no limit but the disk.
+    public var maxHeldBytes = 0
 
     public init() {}
 }
@@ -48,6 +55,12 @@ extension BrokerOptions {
         if let home = environment["HOME"], home.hasPrefix("/"), home != "/" { return "\(home)/.local/state/drover/\(name)" }
         return "./drover-data/\(name)"
     }
+
+    /// 1 GiB, or a quarter of this machine's memory if that is less.
+    public static let defaultMemoryLimit: Int = {
+        let physical = Int(ProcessInfo.processInfo.physicalMemory)
+        return physical > 0 ? min(1 << 30, physical / 4) : 1 << 30
+    }()
 
     /// The smallest journal segment for items of `maxItemBytes`: four of the largest fit.
     public static func minimumSegmentBytes(maxItemBytes: Int) -> Int {
@@ -70,6 +83,8 @@ extension BrokerOptions {
         limits.queueMaxDeliveries = queueMaxDeliveries
         limits.retryBaseMilliseconds = retryBaseMilliseconds
         limits.retryMaxMilliseconds = retryMaxMilliseconds
+        limits.memoryLimitBytes = memoryLimitBytes
+        limits.maxHeldBytes = maxHeldBytes
         return limits
     }
     /// Messages handled per poll wake-up before timers and the outbox get a turn.

@@ -67,6 +67,8 @@ public struct BrokerStatus: Codable, Sendable, Equatable {
         public var itemsSynced: Int = 0
         /// The disk has no room for the next segment: new items are refused until it does.
         public var diskFull: Bool = false
+        /// Items whose payload was dropped from memory (read back when dispatched), since the start.
+        public var spilledItems: Int = 0
         /// Items first accepted per sync, over the last heartbeat interval (since the start when
         /// none happened in it).
         public var itemsPerSync: Double
@@ -99,6 +101,10 @@ public struct BrokerStatus: Codable, Sendable, Equatable {
     public var counters: Dispatcher.Counters
     public var itemsHeld: Int
     public var journal: Journal? = nil
+    /// Payload bytes of the items held (memory or disk), of those in memory, and the memory limit.
+    public var bytesHeld: Int? = nil
+    public var bytesInMemory: Int? = nil
+    public var memoryLimitBytes: Int? = nil
 }
 
 extension Dispatcher {

@@ -65,7 +65,10 @@ extension Dispatcher {
                 journal!.append(.purged(found.map { items[$0].item.id }))
                 for slot in found { journalRelease(slot) }
             }
-            for slot in found { items.remove(slot) }
+            for slot in found {
+                countOut(slot)
+                items.remove(slot)
+            }
             return json(DeadLetterChange(count: found.count, unknown: unknown))
         }
     }
@@ -97,8 +100,8 @@ extension Dispatcher {
         let item = items[slot].item
         return DeadLetterView(
             id: item.id.description, queue: item.queue, attempts: item.deliveries, failures: item.failures,
-            lastError: items.lastError(slot), bytes: item.payload.count, ageMilliseconds: now - (deadSince[slot] ?? now),
-            payloadText: withPayload ? String(validating: item.payload, as: UTF8.self) : nil,
-            payloadBase64: withPayload ? Data(item.payload).base64EncodedString() : nil)
+            lastError: items.lastError(slot), bytes: Int(item.payloadLength), ageMilliseconds: now - (deadSince[slot] ?? now),
+            payloadText: withPayload ? payload(of: slot).flatMap { String(validating: $0, as: UTF8.self) } : nil,
+            payloadBase64: withPayload ? payload(of: slot).map { Data($0).base64EncodedString() } : nil)
     }
 }

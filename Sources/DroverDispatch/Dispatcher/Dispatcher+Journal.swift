@@ -32,8 +32,11 @@ extension Dispatcher {
                 return (item.id, item.payload)
             }
             var groupBytes = 0
+            var offset = log.lastRecordStart + JournalLog.acceptedItemsOffset(queue: queue)
             for slot in group {
                 items[slot].item.segment = segment
+                items[slot].item.payloadOffset = UInt32(offset + 20)
+                offset += 20 + items[slot].item.payload.count
                 groupBytes += Self.journalBytes(items[slot].item)
             }
             log.retain(segment, bytes: groupBytes)
@@ -97,11 +100,16 @@ extension Dispatcher {
                 case .retrying: .retrying
                 default: .queued
                 }
+                guard let payload = payload(of: UInt32(slot)) else {
+                    payloadReadFailure = "cannot read the payload of item \(entry.item.id) back from journal segment \(old) to copy it forward"
+                    break
+                }
                 let segment = log.append(.carried(.init(
                     id: entry.item.id, queue: entry.item.queue, sequence: entry.item.sequence, deliveries: entry.item.deliveries,
                     failures: entry.item.failures, timeoutMilliseconds: entry.item.timeoutMilliseconds, state: state,
-                    lastError: items.lastError(UInt32(slot)), payload: entry.item.payload)))
+                    lastError: items.lastError(UInt32(slot)), payload: payload)))
                 items[UInt32(slot)].item.segment = segment
+                items[UInt32(slot)].item.payloadOffset = UInt32(log.lastRecordEnd - payload.count)
                 log.release(old, bytes: Self.journalBytes(entry.item))
                 log.retain(segment, bytes: Self.journalBytes(entry.item))
             }
@@ -131,8 +139,7 @@ extension Dispatcher {
             for (i, entry) in batch.items.enumerated() {
                 var item = Item(id: entry.id, queue: batch.queue, payload: entry.payload,
                                 timeoutMilliseconds: batch.timeoutMilliseconds, sequence: batch.firstSequence + UInt64(i))
-                item.segment = segment
-                let slot = items.restore(item, state: .queued)
+                let slot = restore(item: &item, segment: segment, state: .queued)
                 items.setLastError(slot, nil)
             }
             nextSequence = max(nextSequence, batch.firstSequence + UInt64(batch.items.count))
@@ -140,17 +147,19 @@ extension Dispatcher {
             var item = Item(id: c.id, queue: c.queue, payload: c.payload, timeoutMilliseconds: c.timeoutMilliseconds, sequence: c.sequence)
             item.deliveries = c.deliveries
             item.failures = c.failures
-            item.segment = segment
             let state: ItemTable.State = switch c.state {
             case .queued: .queued
             case .retrying: .retrying
             case .dead: .dead
             }
-            let slot = items.restore(item, state: state)
+            let slot = restore(item: &item, segment: segment, state: state)
             items.setLastError(slot, c.lastError.isEmpty ? nil : c.lastError)
             nextSequence = max(nextSequence, c.sequence + 1)
         case .completed(let completed):
-            for entry in completed { items.restoreCompletion(entry.id, outcome: entry.outcome, segment: segment) }
+            for entry in completed {
+                if let slot = items.slot(of: entry.id) { countOut(slot) }
+                items.restoreCompletion(entry.id, outcome: entry.outcome, segment: segment)
+            }
             _ = items.takeEvictedSegments()
         case .failed(let f):
             guard let slot = items.slot(of: f.id) else { return }
@@ -175,9 +184,27 @@ extension Dispatcher {
             }
         case .purged(let ids):
             for id in ids {
-                if let slot = items.slot(of: id) { items.remove(slot) }
+                guard let slot = items.slot(of: id) else { continue }
+                countOut(slot)
+                items.remove(slot)
             }
         }
+    }
+
+    /// Stores an item met in recovery: its payload is a slice of the segment read back, which
+    /// starts at the segment's first byte, so the slice's start is the payload's offset there.
+    /// Past the memory limit, the payload is not kept: it is read back when dispatched.
+    private mutating func restore(item: inout Item, segment: UInt32, state: ItemTable.State) -> UInt32 {
+        item.segment = segment
+        item.payloadOffset = UInt32(item.payload.startIndex)
+        if payloadBytesInMemory + item.payload.count > limits.memoryLimitBytes && !item.payload.isEmpty {
+            item.payload = []
+            spilledItems += 1
+        }
+        if let existing = items.slot(of: item.id) { countOut(existing) }
+        let slot = items.restore(item, state: state)
+        countIn(slot)
+        return slot
     }
 
     /// What a recovery brought back, for the broker's log.

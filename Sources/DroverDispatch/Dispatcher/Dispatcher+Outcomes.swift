@@ -25,6 +25,7 @@ extension Dispatcher {
                 counters.completed += 1
                 let producer = items[slot].producer
                 if producer != 0 { results.add(outcome, for: producer, &producers) }
+                countOut(slot)
                 if journal != nil {
                     completed.append(.init(id: outcome.id, outcome: producer != 0 ? outcome : nil))
                     journalRelease(slot)

@@ -64,6 +64,16 @@ public struct Dispatcher: Sendable {
     public var journal: JournalLog?
     /// Items first accepted since ``takeJournalAcceptedItems()``.
     var journalAcceptedItems = 0
+    /// Payload bytes held, and of those in memory (``spillIfOverLimit()``).
+    var payloadBytesHeld = 0
+    var payloadBytesInMemory = 0
+    /// Items whose payload was dropped from memory, since the broker started.
+    public internal(set) var spilledItems = 0
+    /// Reads `length` payload bytes at `offset` of journal segment `segment` (set by the
+    /// broker; nil without a journal).
+    public var readPayload: (@Sendable (UInt32, Int, Int) -> [UInt8]?)?
+    /// Why a payload could not be read back from the journal: the broker must stop.
+    public internal(set) var payloadReadFailure: String?
     /// Why new items are refused when the journal has no room reserved for them (its disk is
     /// full), or nil. Items already held are still run and their outcomes recorded.
     public var refusingItems: String?
@@ -122,8 +132,10 @@ public struct Dispatcher: Sendable {
             reject(peer, submit.items.map(\.id), .badQueueName, problem)
             return
         }
+        let payloadBytes = submit.items.reduce(0) { $0 + $1.payload.count }
+        if refusedForBytes(peer, submit.items.map(\.id), bytes: payloadBytes) { return }
         if let log = journal {
-            let bytes = submit.items.reduce(0) { $0 + $1.payload.count + 20 } + 64 * (1 + submit.items.count / 64)
+            let bytes = payloadBytes + 20 * submit.items.count + 64 * (1 + submit.items.count / 64)
             if !log.canAccept(bytes: bytes) {
                 reject(peer, submit.items.map(\.id), .storageUnavailable,
                        refusingItems ?? "the broker's journal is reserving space for its next segment; retry in a moment")
@@ -179,6 +191,7 @@ public struct Dispatcher: Sendable {
             reject(peer, refused, .queueFull, "the broker holds \(heldBefore) items, its maximum is \(limits.maxItems) (broker --max-items); retry later")
         }
         if producer != 0 { producers.releaseIfUnused(producer) }
+        for slot in fresh { countIn(slot) }
         journalAccepted(fresh, queue: submit.queue, timeoutMilliseconds: submit.itemTimeoutMilliseconds)
         if !fresh.isEmpty {
             // Taken out of the dictionary so that appending does not copy the whole queue.
@@ -224,7 +237,9 @@ public struct Dispatcher: Sendable {
             var deliveries: [Delivery] = []
             deliveries.reserveCapacity(count)
             for _ in 0..<count {
-                let slot = queue.items.removeFirst()
+                let slot = queue.items.first!
+                guard loadPayload(slot) else { break }
+                queue.items.removeFirst()
                 items.lease(slot, to: &record)
                 let attempt = items.slots[Int(slot)].item.deliveries
                 if attempt > 1 { counters.redelivered += 1 }
@@ -232,16 +247,21 @@ public struct Dispatcher: Sendable {
                                            timeoutMilliseconds: items.slots[Int(slot)].item.timeoutMilliseconds,
                                            payload: items.slots[Int(slot)].item.payload))
             }
-            counters.delivered += count
-            record.credit -= count
+            // Fewer than `count` only when a payload could not be read back (the broker stops).
+            let given = deliveries.count
+            counters.delivered += given
+            record.credit -= given
             if record.credit > 0 { queue.ready.append(peer) }
             workers[peer] = record
-            if let index = batchOf[peer] {
-                batches[index].deliveries += deliveries
-            } else {
-                batchOf[peer] = batches.count
-                batches.append(Outgoing.Batch(peer: peer, deliveries: deliveries))
+            if given > 0 {
+                if let index = batchOf[peer] {
+                    batches[index].deliveries += deliveries
+                } else {
+                    batchOf[peer] = batches.count
+                    batches.append(Outgoing.Batch(peer: peer, deliveries: deliveries))
+                }
             }
+            if payloadReadFailure != nil { break }
         }
         queues[name] = queue
         for batch in batches { send(batch.peer, .deliver(batch.deliveries)) }

@@ -24,6 +24,13 @@ public struct DispatcherLimits: Sendable {
     public var dedupWindow: Int = 100_000
     /// Most result bytes kept for completed ids, to answer a resubmission. Default 64 MiB.
     public var dedupPayloadBytes: Int = 64 << 20
+    /// Payload bytes of queued items kept in memory. With a journal, past it the payloads of
+    /// the items queued last are dropped from memory and read back from the journal when they
+    /// are dispatched; without one, producers are told "queue full" past it. Default 1 GiB.
+    public var memoryLimitBytes: Int = 1 << 30
+    /// Most payload bytes held in all, in memory or on disk; past it producers are told "queue
+    /// full". 0: no limit but the disk (and ``maxItems``).
+    public var maxHeldBytes: Int = 0
 
     public init(maxItemBytes: Int, maxItems: Int, workerLivenessMilliseconds: Int64) {
         self.maxItemBytes = maxItemBytes
@@ -53,8 +60,24 @@ extension Dispatcher {
         var timeoutMilliseconds: UInt32 = 0
         /// Acceptance order, so items handed back return to the queue in their original order.
         var sequence: UInt64
-        /// The journal segment holding its latest full record (``ItemTable/noSegment``: none).
+        /// The journal segment holding its latest full record (``ItemTable/noSegment``: none),
+        /// and where its payload is in that segment: read back from there when the payload was
+        /// dropped from memory (``isSpilled``).
         var segment = ItemTable.noSegment
+        var payloadOffset: UInt32 = 0
+        var payloadLength: UInt32
+
+        init(id: ItemID, queue: String, payload: ArraySlice<UInt8>, timeoutMilliseconds: UInt32 = 0, sequence: UInt64) {
+            self.id = id
+            self.queue = queue
+            self.payload = payload
+            self.timeoutMilliseconds = timeoutMilliseconds
+            self.sequence = sequence
+            self.payloadLength = UInt32(payload.count)
+        }
+
+        /// The payload is not in memory (it is read back from the journal when needed).
+        var isSpilled: Bool { payload.count != Int(payloadLength) }
     }
 
     struct WorkerRecord: Sendable {

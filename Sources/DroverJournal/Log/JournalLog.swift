@@ -43,6 +43,10 @@ public struct JournalLog: Sendable {
     public private(set) var appended: UInt64 = 0
     /// Records appended since the broker started.
     public private(set) var recordsAppended = 0
+    /// Where the last record appended starts and ends in ``currentSegment`` (so that the
+    /// broker can find an item's payload there again).
+    public private(set) var lastRecordStart = 0
+    public private(set) var lastRecordEnd = 0
     /// The oldest segment that exists.
     public private(set) var oldestSegment: UInt32
     /// Per segment from the oldest: bytes of the records of live items and recent completions
@@ -119,6 +123,11 @@ public struct JournalLog: Sendable {
         return placeRecord(from: start)
     }
 
+    /// Where the first item's entry starts in an `accepted` record for `queue`, from the record's
+    /// start (the header, type, queue, time limit, first sequence and count before it). An
+    /// item's payload follows its entry's 16-byte id and 4-byte length.
+    public static func acceptedItemsOffset(queue: String) -> Int { JournalRecord.headerBytes + 1 + 4 + queue.utf8.count + 4 + 8 + 4 }
+
     /// Bytes an `accepted` record takes for items of these payload sizes (for splitting batches).
     public static func acceptedBytes(queue: String, payloadBytes: Int, count: Int) -> Int {
         JournalRecord.headerBytes + 1 + 4 + queue.utf8.count + 4 + 8 + 4 + count * 20 + payloadBytes
@@ -143,6 +152,8 @@ public struct JournalLog: Sendable {
             appended += UInt64(Self.segmentHeaderBytes)
         }
         appended += UInt64(end - start)
+        lastRecordEnd = chunkOffset + encoder.bytes.count
+        lastRecordStart = lastRecordEnd - (end - start)
         return currentSegment
     }
 

@@ -36,6 +36,8 @@ public final class JournalStore: Sendable {
     /// Segment files open for writing, by number (the loop's own; the journal thread holds its own references).
     private let files = Mutex<[UInt32: any JournalFile]>([:])
     private let thread = Mutex<JoinableThread?>(nil)
+    /// Segments open for reading payloads back (``readPayload(segment:offset:length:)``).
+    private let readers = Mutex<[UInt32: any JournalFile]>([:])
     /// The next segment, made and allocated ahead of need (``prepare(_:)``).
     private let prepared = Mutex<(segment: UInt32, file: any JournalFile)?>(nil)
     private let syncedPosition = Atomic<UInt64>(0)
@@ -220,6 +222,20 @@ public final class JournalStore: Sendable {
         prepared.withLock { $0 = (number, file) }
     }
 
+    /// Reads `length` bytes at `offset` of segment `segment` (a payload dropped from memory);
+    /// nil when they cannot be read. Records are written before any payload is dropped, so
+    /// the bytes are there (in the page cache, or on disk).
+    public func readPayload(segment: UInt32, offset: Int, length: Int) -> [UInt8]? {
+        let file: (any JournalFile)? = readers.withLock { open in
+            if let file = open[segment] { return file }
+            guard let file = try? fileSystem.open(path(segment), create: false) else { return nil }
+            open[segment] = file
+            return file
+        }
+        guard let file, let bytes = try? file.read(at: offset, count: length), bytes.count == length else { return nil }
+        return bytes
+    }
+
     /// Whether segment `number` is made and allocated.
     public func isPrepared(_ number: UInt32) -> Bool { prepared.withLock { $0?.segment == number } }
 
@@ -317,6 +333,7 @@ public final class JournalStore: Sendable {
         if !due.isEmpty {
             do {
                 for segment in due { try fileSystem.remove(path(segment)) }
+                readers.withLock { open in for segment in due { open[segment] = nil } }
                 try fileSystem.syncDirectory(directory)
                 shared.withLock { $0.stats.segmentsDeleted += due.count }
             } catch {
