@@ -30,6 +30,12 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Queued items the durable scenario recovers after a restart.")
     var recoveryItems = 1_000_000
 
+    @Option(help: ArgumentHelp("The durable scenario's backlog, in 1 KiB items up to 1,000,000 (larger backlogs use larger items), like 1GiB or 20GiB.", valueName: "size"))
+    var backlogSize = "1GiB"
+
+    @Option(help: ArgumentHelp("The broker's --memory-limit for that backlog.", valueName: "size"))
+    var backlogMemoryLimit = "128MiB"
+
     @Option(help: "Item sizes in bytes for throughput, comma-separated.")
     var sizes = "16,256,4096"
 
@@ -76,6 +82,9 @@ struct BenchCommand: ParsableCommand {
         for s in scenarios.split(separator: ",") where !known.contains(String(s)) {
             throw ValidationError("unknown scenario \"\(s)\"; choose from \(known.joined(separator: ", "))")
         }
+        guard ByteSize.parse(backlogSize) != nil, (ByteSize.parse(backlogMemoryLimit) ?? 0) >= 1 << 20 else {
+            throw ValidationError("--backlog-size and --backlog-memory-limit take sizes like 1GiB and 128MiB (the limit at least 1MiB)")
+        }
         guard parse(sizes) != nil, parse(rates) != nil else { throw ValidationError("--sizes and --rates take comma-separated positive numbers") }
         guard lookahead >= 0, latencyLookahead >= 0 else { throw ValidationError("--lookahead and --latency-lookahead must be 0 or more") }
         guard items > 0, workers > 0, threads > 0, runs > 0, latencySeconds > 0, memoryItems > 0, recoveryItems > 0 else {
@@ -89,6 +98,8 @@ struct BenchCommand: ParsableCommand {
             workers: workers, threads: threads, lookahead: lookahead, latencyLookahead: latencyLookahead, raw: !noRaw, runs: runs, rates: parse(rates)!, latencySeconds: latencySeconds,
             memoryItems: memoryItems, childArguments: ["--log-level", "warning", "--log-format", global.logFormat.rawValue])
         settings.recoveryItems = recoveryItems
+        settings.backlogBytes = ByteSize.parse(backlogSize)!
+        settings.backlogLimit = ByteSize.parse(backlogMemoryLimit)!
         if quick {
             settings.items = 2000
             settings.runs = 1
@@ -105,6 +116,8 @@ struct BenchCommand: ParsableCommand {
             settings.acceptLatencyItems = 1000
             settings.recoveryItems = 2000
             settings.redis = false
+            settings.backlogBytes = 8 << 20
+            settings.backlogLimit = 1 << 20
         }
         _ = global.makeLogger(role: "bench")
         #if DEBUG

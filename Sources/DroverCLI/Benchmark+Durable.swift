@@ -38,6 +38,12 @@ extension BenchReport {
         var redisAlwaysFsync: Figure?
         var recoveryItems: Int
         var recoverySeconds: Figure
+        /// A backlog several times the broker's memory limit: its size, the limit, the broker's
+        /// largest RSS while it was queued, and the items/s at which 2 workers then drained it.
+        var backlogBytes: Int = 0
+        var backlogMemoryLimit: Int = 0
+        var backlogMaxResident: Figure?
+        var backlogDrainPerSecond: Figure?
     }
 
     func durableTable(_ n: (Double) -> String, _ f: (Figure) -> String) -> [String] {
@@ -55,12 +61,15 @@ extension BenchReport {
             lines.append("             Redis: not measured (redis-server is not installed, or --quick)")
         }
         lines.append("             recovery of \(d.recoveryItems) queued 100-byte items: \(f(d.recoverySeconds)) s")
+        if let rss = d.backlogMaxResident, let drain = d.backlogDrainPerSecond {
+            lines.append("             backlog of \(d.backlogBytes >> 20) MiB (items of \(max(1024, (d.backlogBytes + 999_999) / 1_000_000)) B), --memory-limit \(d.backlogMemoryLimit >> 20) MiB: broker RSS at most \(f(Figure([rss.min / 1_048_576, rss.median / 1_048_576, rss.max / 1_048_576]))) MiB; drained by 2 workers at \(f(drain)) items/s")
+        }
         return lines
     }
 }
 
 extension Benchmark {
-    func durableScenario(items: Int, latencyItems: Int, recoveryItems: Int) throws -> BenchReport.Durable {
+    func durableScenario(items: Int, latencyItems: Int, recoveryItems: Int, backlogBytes: Int, backlogLimit: Int) throws -> BenchReport.Durable {
         var inMemory: [Double] = [], journaled: [Double] = []
         var syncRates: [Double] = [], perSync: [Double] = [], bytes: [Double] = []
         for _ in 0..<settings.runs {
@@ -90,12 +99,19 @@ extension Benchmark {
             if settings.redis, let rate = try redisAlwaysFsync(items: items, payload: 16) { redis.append(rate) }
             recovery.append(try recoverySeconds(items: recoveryItems))
         }
+        var residents: [Double] = [], drains: [Double] = []
+        for _ in 0..<settings.runs {
+            let run = try backlog(bytes: backlogBytes, memoryLimit: backlogLimit)
+            residents.append(Double(run.maxResident))
+            drains.append(run.drainPerSecond)
+        }
         let memoryFigure = Figure(inMemory), journaledFigure = Figure(journaled)
         return .init(items: items, itemBytes: 16, inMemory: memoryFigure, journaled: journaledFigure,
                      ratio: journaledFigure.median / max(memoryFigure.median, 1), syncsPerSecond: Figure(syncRates),
                      itemsPerSync: Figure(perSync), journalBytesPerItem: Figure(bytes), acceptLatency: latencies,
                      rawGroupCommit: Figure(raw), redisAlwaysFsync: redis.isEmpty ? nil : Figure(redis),
-                     recoveryItems: recoveryItems, recoverySeconds: Figure(recovery))
+                     recoveryItems: recoveryItems, recoverySeconds: Figure(recovery), backlogBytes: backlogBytes,
+                     backlogMemoryLimit: backlogLimit, backlogMaxResident: Figure(residents), backlogDrainPerSecond: Figure(drains))
     }
 
     /// 16-byte items through a broker with default worker flags, results back; with the
@@ -261,6 +277,54 @@ extension Benchmark {
         return figure
     }
 
+    /// A backlog of `bytes` in 1 KiB items (larger past a million) queued with no workers on a broker limited to
+    /// `memoryLimit` bytes of payloads in memory (its RSS sampled as they arrive), then drained
+    /// by 2 no-op workers: the largest RSS seen, and the drain's items/s.
+    private func backlog(bytes: Int, memoryLimit: Int) throws -> (maxResident: Int, drainPerSecond: Double) {
+        // 1 KiB items, or larger ones past a million items (the broker's default --max-items).
+        let itemBytes = max(1024, (bytes + 999_999) / 1_000_000)
+        let count = bytes / itemBytes
+        let fleet = try BenchFleet(self, workers: [], threads: 1, lookahead: nil,
+                                   extraBrokerArguments: ["--memory-limit", "\(memoryLimit)", "--max-items", "\(max(count, 1))"], journal: true)
+        defer { fleet.stop() }
+        let producer = try fleet.producer(wait: false)
+        // The broker's RSS, sampled every 50 ms while the backlog arrives.
+        final class Sampler: @unchecked Sendable {
+            let lock = NSLock()
+            var maxResident = 0
+            var done = false
+        }
+        let sampler = Sampler()
+        let pid = fleet.broker.pid
+        let thread = Thread { [self] in
+            while !sampler.lock.withLock({ sampler.done }) {
+                let rss = residentBytes(pid)
+                sampler.lock.withLock { sampler.maxResident = max(sampler.maxResident, rss) }
+                usleep(50_000)
+            }
+        }
+        thread.start()
+        let summary = try producer.send(repeatElement([UInt8](repeating: 0x61, count: itemBytes), count: count))
+        sampler.lock.withLock { sampler.done = true }
+        guard summary.accepted == count else { throw CommandFailure("bench: \(count) backlog items sent, \(summary.accepted) accepted") }
+        var maxResident = sampler.lock.withLock { sampler.maxResident }
+        let start = DispatchTime.now().uptimeNanoseconds
+        let drainers = try (0..<2).map { index in
+            try BenchWorker(self, endpoint: fleet.endpoint, name: "drain-\(index)")
+        }
+        defer { for worker in drainers { worker.stop() } }
+        let client = try ControlClient(endpoint: fleet.endpoint, role: "broker", timeoutSeconds: 10, context: context)
+        let limit = DispatchTime.now().uptimeNanoseconds + 600_000_000_000
+        while true {
+            let status = try client.status()
+            maxResident = max(maxResident, residentBytes(fleet.broker.pid))
+            if status.itemsHeld == 0 { break }
+            guard DispatchTime.now().uptimeNanoseconds < limit else { throw CommandFailure("bench: the backlog did not drain within 10 minutes") }
+            usleep(50_000)
+        }
+        return (maxResident, Double(count) / (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9))
+    }
+
     /// Seconds a broker takes to recover `items` queued 100-byte items from its journal.
     private func recoverySeconds(items: Int) throws -> Double {
         let dataDirectory = "\(directory)/recovery-\(UInt32.random(in: 0...UInt32.max))"
@@ -316,4 +380,24 @@ extension Benchmark {
         guard let port = endpoint.split(separator: ":").last.flatMap({ Int($0) }) else { throw CommandFailure("bench: no free port") }
         return port
     }
+}
+
+/// A no-op worker started against a running broker (for draining a backlog).
+final class BenchWorker {
+    private let child: ChildProcess
+
+    init(_ bench: Benchmark, endpoint: String, name: String) throws {
+        let ready = "\(bench.directory)/\(name)-\(UInt32.random(in: 0...UInt32.max))"
+        child = try ChildProcess(role: "worker", arguments: ["worker", "--broker", endpoint, "--bench-handler", "noop", "--threads", "1",
+                                                             "--name", name, "--ready-file", ready] + bench.settings.childArguments,
+                                 discardingOutput: true)
+        do {
+            _ = try waitForReadyFile(ready, child: child, seconds: 10)
+        } catch {
+            child.stop(within: 2)
+            throw error
+        }
+    }
+
+    func stop() { child.stop(within: 5) }
 }

@@ -32,6 +32,8 @@ struct BenchSettings {
     var durableItems = 300_000, acceptLatencyItems = 20_000, recoveryItems = 1_000_000
     /// Whether `durable` measures Redis beside (when it is installed).
     var redis = true
+    /// `durable`: a backlog of this many bytes through a broker limited to `backlogLimit` in memory.
+    var backlogBytes = 1 << 30, backlogLimit = 128 << 20
     /// Scaling runs 4 workers × 8 threads = 32 handler threads.
     let scalingWorkers = 4, scalingThreads = 8, scalingSleepMilliseconds = 10
 }
@@ -222,7 +224,8 @@ struct Benchmark {
         if settings.scenarios.contains("durable") {
             progress("durable: \(settings.durableItems) 16-byte items journaled and in memory, submit → accepted at 1,000 and 10,000/s, the disk's ceiling, Redis, recovery of \(settings.recoveryItems) items; \(settings.runs) runs")
             report.durable = try durableScenario(items: settings.durableItems, latencyItems: settings.acceptLatencyItems,
-                                                 recoveryItems: settings.recoveryItems)
+                                                 recoveryItems: settings.recoveryItems, backlogBytes: settings.backlogBytes,
+                                                 backlogLimit: settings.backlogLimit)
         }
         return report
     }

@@ -86,6 +86,9 @@ struct BrokerCommand: ParsableCommand {
         if let maxBytes, ByteSize.parse(maxBytes) == nil {
             throw ValidationError("--max-bytes takes a size, like 100GiB (0 for no limit but the disk); got \"\(maxBytes)\"")
         }
+        if let segmentSize, segmentSize > 1 << 30 {
+            throw ValidationError("--segment-size must be at most 1073741824 bytes (1 GiB)")
+        }
         if let segmentSize, segmentSize < BrokerOptions.minimumSegmentBytes(maxItemBytes: maxItemSize) {
             throw ValidationError("--segment-size must be at least \(BrokerOptions.minimumSegmentBytes(maxItemBytes: maxItemSize)) bytes (1 MiB, and room for 4 items of --max-item-size)")
         }

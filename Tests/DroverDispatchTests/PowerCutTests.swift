@@ -27,9 +27,10 @@ struct PowerCutHarness {
 
     static func snapshot(_ d: Dispatcher) -> Snapshot {
         var held: [ItemID: Held] = [:]
-        for slot in d.items.slots where slot.state != .free {
-            held[slot.item.id] = Held(queue: slot.item.queue, payload: Array(slot.item.payload), dead: slot.state == .dead,
-                                      failures: slot.item.failures)
+        for (index, slot) in d.items.slots.enumerated() where slot.state != .free {
+            // A payload dropped from memory is read back from the journal, as dispatch would.
+            held[slot.item.id] = Held(queue: slot.item.queue, payload: Array(d.payload(of: UInt32(index)) ?? [0xFF]),
+                                      dead: slot.state == .dead, failures: slot.item.failures)
         }
         return Snapshot(held: held, recent: Set(d.items.recentIDs))
     }
@@ -70,9 +71,13 @@ struct PowerCutHarness {
         limits.retryBaseMilliseconds = 50
         limits.retryMaxMilliseconds = 100
         limits.dedupWindow = dedupWindow
+        // Without a de-duplication window, also keep few payloads in memory: the rest are
+        // dropped and read back from the journal.
+        if dedupWindow == 0 { limits.memoryLimitBytes = 600 }
         self.limits = limits
         d = Dispatcher(limits: limits, seed: seed)
         d.journal = JournalLog(segmentBytes: segmentBytes, oldestSegment: nil, lastSegment: nil)
+        d.readPayload = { [store] segment, offset, length in store.readPayload(segment: segment, offset: offset, length: length) }
         random = SplitMix64(seed: seed)
         self.acknowledgeBeforeSync = acknowledgeBeforeSync
         syncedSnapshot = Self.snapshot(d)
@@ -159,6 +164,7 @@ struct PowerCutHarness {
         if chunks.contains(where: \.opensSegment) { openedSegmentSinceSync = true }
         try! store.write(chunks, acceptedItems: d.takeJournalAcceptedItems())
         store.delete(drained)
+        d.spillIfOverLimit()
         // As the broker's loop does: the next segment made ahead, its space reserved.
         if !d.journal!.nextSegmentReady {
             try! store.prepare(d.journal!.currentSegment + 1)
@@ -207,6 +213,7 @@ struct PowerCutHarness {
     func recover() throws -> (Dispatcher, JournalStore.Recovery) {
         let store = JournalStore(directory: "/data", fileSystem: fs, segmentBytes: segmentBytes)
         var recovered = Dispatcher(limits: limits, seed: 1)
+        recovered.readPayload = { [store] segment, offset, length in store.readPayload(segment: segment, offset: offset, length: length) }
         let recovery = try store.recover(maxRecordBytes: JournalStore.largestPlausibleRecord) { record, segment in
             recovered.recover(record, segment: segment)
         }
@@ -223,7 +230,7 @@ struct PowerCutTests {
     /// wrong (empty when nothing did).
     /// What the scenarios exercised, so that a change that stops exercising something shows.
     struct Coverage {
-        var exact = 0, torn = 0, killed = 0, segmentsDeleted = 0, compactions = 0, acknowledged = 0
+        var exact = 0, torn = 0, killed = 0, segmentsDeleted = 0, compactions = 0, acknowledged = 0, spilled = 0
     }
 
     static func cutAndRecover(seed: UInt64, steps: Int, dedupWindow: Int, acknowledgeBeforeSync: Bool = false) throws -> [String] {
@@ -257,6 +264,7 @@ struct PowerCutTests {
         }
         coverage.segmentsDeleted += h.store.stats.segmentsDeleted
         coverage.compactions += h.compactions
+        coverage.spilled += h.d.spilledItems
         coverage.acknowledged += h.acknowledged.count
         switch kind {
         case 0: coverage.exact += expected == nil ? 0 : 1
@@ -305,7 +313,7 @@ struct PowerCutTests {
         // kills, segments deleted, and (without a de-duplication window) compaction.
         #expect(coverage.exact > 50 && coverage.torn > 50 && coverage.killed > 50, "\(coverage)")
         #expect(coverage.acknowledged > 5000, "\(coverage)")
-        if dedupWindow == 0 { #expect(coverage.segmentsDeleted > 100 && coverage.compactions > 10, "\(coverage)") }
+        if dedupWindow == 0 { #expect(coverage.segmentsDeleted > 100 && coverage.compactions > 10 && coverage.spilled > 1000, "\(coverage)") }
     }
 
     @Test("negative control: a journal that acknowledges before its sync loses acknowledged items under the same cuts")

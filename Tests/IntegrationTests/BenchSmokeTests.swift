@@ -51,7 +51,8 @@ extension ProcessTests {
             #expect(share > 0.5, "beside a 0.5 s worker, the fast one runs most items with default flags")
             #expect(((lookahead["mixedSecondsAuto"] as? [String: Double])?["median"] ?? 0) > 0)
             let durable = try #require(report["durable"] as? [String: Any])
-            for key in ["inMemory", "journaled", "itemsPerSync", "journalBytesPerItem", "rawGroupCommit", "recoverySeconds"] {
+            for key in ["inMemory", "journaled", "itemsPerSync", "journalBytesPerItem", "rawGroupCommit", "recoverySeconds",
+                        "backlogMaxResident", "backlogDrainPerSecond"] {
                 #expect(((durable[key] as? [String: Double])?["median"] ?? 0) > 0, "durable \(key)")
             }
             #expect((durable["acceptLatency"] as? [[String: Any]])?.compactMap { $0["offeredPerSecond"] as? Int } == [1000, 10000])

@@ -50,7 +50,7 @@ public final class Broker: Sendable {
         try socket.set(.routerHandover(true))
         try socket.set(.maxMessageSize(bytes: options.maxFrameBytes))
         try socket.set(.sendHighWaterMark(BrokerOptions.sendHighWaterMark))
-        try socket.set(.receiveHighWaterMark(BrokerOptions.sendHighWaterMark))
+        try socket.set(.receiveHighWaterMark(BrokerOptions.receiveHighWaterMark))
         try socket.set(.heartbeatInterval(milliseconds: options.heartbeatMilliseconds))
         try socket.set(.heartbeatTimeout(milliseconds: options.heartbeatMilliseconds * options.liveness))
         do {

@@ -162,7 +162,9 @@ struct BrokerLoop {
             pending += dispatcher.takeOutbox()
             let written = journal?.written ?? 0
             for out in pending {
-                if journal != nil && Self.waitsForSync(out.message) && (!waitingForSync.isEmpty || journal!.synced < written) {
+                // After a failed write nothing more becomes durable: what waits, waits for good.
+                if journal != nil && Self.waitsForSync(out.message)
+                    && (journalFailure != nil || !waitingForSync.isEmpty || journal!.synced < written) {
                     waitingForSync.append((written, out))
                 } else {
                     try sendNow(out)
@@ -182,7 +184,7 @@ struct BrokerLoop {
 
     /// Sends the messages whose records the journal has synced.
     mutating func releaseSynced() {
-        guard let journal, !waitingForSync.isEmpty else { return }
+        guard let journal, !waitingForSync.isEmpty, journalFailure == nil, journal.failure == nil else { return }
         let synced = journal.synced
         while let first = waitingForSync.first, first.position <= synced {
             waitingForSync.removeFirst()
@@ -206,6 +208,7 @@ struct BrokerLoop {
         } catch {
             journalFailure = error
         }
+        guard journalFailure == nil else { return }
         if !diskFull { prepareNextSegment() }
         dispatcher.spillIfOverLimit()
         if let problem = dispatcher.payloadReadFailure, journalFailure == nil {

@@ -87,6 +87,10 @@ extension BrokerOptions {
         limits.maxHeldBytes = maxHeldBytes
         return limits
     }
+    /// Inbound queue per peer, in messages: what a producer can push ahead of the broker
+    /// (a `submit` carries up to 256 KiB), which the broker's memory would otherwise hold however
+    /// low `--memory-limit` is. Past it, the producer's own socket holds its sends back.
+    static let receiveHighWaterMark: Int32 = 1000
     /// Messages handled per poll wake-up before timers and the outbox get a turn.
     static let receiveBatch = 512
 }

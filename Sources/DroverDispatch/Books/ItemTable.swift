@@ -125,9 +125,9 @@ struct ItemTable: Sendable {
     /// Records that the completions since the table held `recentTotal` completions (the value
     /// of ``recentTotal`` then) have their journal record in `segment`; returns the bytes of
     /// those still remembered (they keep the segment).
-    mutating func placeRecentCompletions(since total: UInt64, in segment: UInt32) -> Int {
+    mutating func placeRecentCompletions(since total: UInt64, upTo last: UInt64? = nil, in segment: UInt32) -> Int {
         let first = max(total, recentBase)
-        let end = recentBase + UInt64(recent.count)
+        let end = min(last ?? .max, recentBase + UInt64(recent.count))
         guard first < end else { return 0 }
         var bytes = 0
         for i in Int(first - recentBase)..<recent.count {
@@ -151,7 +151,18 @@ struct ItemTable: Sendable {
 
     /// The recent completions whose record is in `segment`: their places in ``recent`` and outcomes.
     func recentCompletions(in segment: UInt32) -> [(place: Int, id: ItemID, outcome: ItemOutcome?)] {
-        recent.indices.filter { recent[$0].segment == segment }.map { ($0, recent[$0].id, recent[$0].outcome) }
+        recent.indices.filter { recent[$0].segment == segment && isCurrent($0) }.map { ($0, recent[$0].id, recent[$0].outcome) }
+    }
+
+    /// Whether the recent completion at `place` is still what the index says of its id (in
+    /// recovery, an id accepted again after the window forgot it replaces its completion).
+    func isCurrent(_ place: Int) -> Bool {
+        index[recent[place].id] == Self.recentFlag | (recentBase + UInt64(place))
+    }
+
+    /// ``recentSegments`` of the completions still current.
+    var currentRecentSegments: [(segment: UInt32, bytes: Int)] {
+        recent.indices.filter(isCurrent).map { (recent[$0].segment, Self.journalBytes(recent[$0].outcome)) }
     }
 
     /// The ids of the remembered completions, oldest first.

@@ -55,14 +55,16 @@ extension Dispatcher {
                 touched.insert(items[slot].item.queue)
             }
             if journal != nil && !found.isEmpty {
-                journal!.append(.replayed(found.map { .init(id: items[$0].item.id, sequence: items[$0].item.sequence) }))
+                for piece in journalPieces(found, each: 24) {
+                    journal!.append(.replayed(piece.map { .init(id: items[$0].item.id, sequence: items[$0].item.sequence) }))
+                }
             }
             for name in touched { dispatch(name) }
             return json(DeadLetterChange(count: found.count, unknown: unknown))
         case .purge(let ids):
             let (found, unknown) = take(ids)
             if journal != nil && !found.isEmpty {
-                journal!.append(.purged(found.map { items[$0].item.id }))
+                for piece in journalPieces(found, each: 16) { journal!.append(.purged(piece.map { items[$0].item.id })) }
                 for slot in found { journalRelease(slot) }
             }
             for slot in found {

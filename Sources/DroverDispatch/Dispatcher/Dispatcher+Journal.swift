@@ -49,14 +49,43 @@ extension Dispatcher {
     /// before they did.
     mutating func journalCompleted(_ completed: [JournalRecord.CompletedItem], since: UInt64) {
         guard journal != nil, !completed.isEmpty else { return }
-        let segment = journal!.append(.completed(completed))
-        let remembered = items.placeRecentCompletions(since: since, in: segment)
-        if remembered > 0 { journal!.retain(segment, bytes: remembered) }
+        // In records under the journal's limit; a result too large for one keeps only its id
+        // in the journal (a resubmission after a restart is then accepted, without the result).
+        let limit = journal!.maxRecordBytes - 64
+        var pieces: [[JournalRecord.CompletedItem]] = [[]]
+        var bytes = 0
+        for var entry in completed {
+            if let outcome = entry.outcome, outcome.payload.count + 64 > limit { entry.outcome = nil }
+            let size = 32 + (entry.outcome?.payload.count ?? 0)
+            if bytes + size > limit && !pieces[pieces.count - 1].isEmpty {
+                pieces.append([])
+                bytes = 0
+            }
+            pieces[pieces.count - 1].append(entry)
+            bytes += size
+        }
+        var remembered = items.recentTotal
+        var start = since
+        for piece in pieces {
+            let segment = journal!.append(.completed(piece))
+            remembered = start + UInt64(piece.count)
+            let kept = items.placeRecentCompletions(since: start, upTo: remembered, in: segment)
+            if kept > 0 { journal!.retain(segment, bytes: kept) }
+            start = remembered
+        }
         releaseEvictedCompletions()
     }
 
+    /// Splits `entries` into runs that fit the journal's records (about `each` bytes apiece).
+    func journalPieces<T>(_ entries: [T], each: Int) -> [ArraySlice<T>] {
+        let per = max(1, (journal?.maxRecordBytes ?? 1 << 20) / (each + 8) - 1)
+        return stride(from: 0, to: entries.count, by: per).map { entries[$0..<min($0 + per, entries.count)] }
+    }
+
     /// About how many bytes an item's record takes in the journal (its share of the segment's books).
-    static func journalBytes(_ item: Item) -> Int { item.payload.count + 20 }
+    /// Counted from the payload's length, which stays the same when the payload is dropped
+    /// from memory and read back.
+    static func journalBytes(_ item: Item) -> Int { Int(item.payloadLength) + 20 }
 
     /// An item leaves the books: its record's segment has one live item fewer.
     mutating func journalRelease(_ slot: UInt32) {
@@ -81,7 +110,9 @@ extension Dispatcher {
     /// Records items put back on their queue without a failure.
     mutating func journalReturned(_ slots: [UInt32]) {
         guard journal != nil, !slots.isEmpty else { return }
-        journal!.append(.returned(slots.map { .init(id: items[$0].item.id, deliveries: items[$0].item.deliveries) }))
+        for piece in journalPieces(slots, each: 20) {
+            journal!.append(.returned(piece.map { .init(id: items[$0].item.id, deliveries: items[$0].item.deliveries) }))
+        }
     }
 
     // MARK: Upkeep
@@ -200,6 +231,9 @@ extension Dispatcher {
         if payloadBytesInMemory + item.payload.count > limits.memoryLimitBytes && !item.payload.isEmpty {
             item.payload = []
             spilledItems += 1
+        } else {
+            // A copy: a slice would keep the whole segment read back alive.
+            item.payload = Array(item.payload)[...]
         }
         if let existing = items.slot(of: item.id) { countOut(existing) }
         let slot = items.restore(item, state: state)
@@ -252,7 +286,12 @@ extension Dispatcher {
         queued.sort { items[$0].item.sequence < items[$1].item.sequence }
         for slot in queued { queues[items[slot].item.queue, default: QueueState()].items.append(slot) }
         recovered.queued = queued.count
-        for (segment, bytes) in items.recentSegments where segment != ItemTable.noSegment {
+        journal = log
+        // The delivery counted for what may have been running is recorded, so that a second
+        // crash before these items are touched does not count it again from the same base.
+        journalReturned(queued + retries.map(\.slot))
+        log = journal!
+        for (segment, bytes) in items.currentRecentSegments where segment != ItemTable.noSegment {
             log.retain(segment, bytes: bytes)
             recovered.recentCompletions += 1
         }

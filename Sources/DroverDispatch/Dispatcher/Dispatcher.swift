@@ -188,6 +188,9 @@ public struct Dispatcher: Sendable {
                 items.remove(slot)
             }
             fresh.removeAll()
+            // An id given twice in the batch must not be "accepted" as a duplicate of itself.
+            let gone = Set(refused)
+            accepted.removeAll { gone.contains($0) }
             reject(peer, refused, .queueFull, "the broker holds \(heldBefore) items, its maximum is \(limits.maxItems) (broker --max-items); retry later")
         }
         if producer != 0 { producers.releaseIfUnused(producer) }

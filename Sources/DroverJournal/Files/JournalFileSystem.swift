@@ -69,8 +69,14 @@ public final class DiskFileSystem: JournalFileSystem {
     public func makeDirectory(_ path: String) throws(JournalError) {
         var built = path.hasPrefix("/") ? "" : "."
         for part in path.split(separator: "/") {
+            let parent = built.isEmpty ? "/" : built
             built += "/" + part
-            if mkdir(built, 0o755) != 0 && errno != EEXIST { throw .system("create directory", built) }
+            if mkdir(built, 0o755) == 0 {
+                // Its name in the parent must reach the disk too, or a power cut loses it all.
+                try syncDirectory(parent)
+            } else if errno != EEXIST {
+                throw .system("create directory", built)
+            }
         }
         var info = stat()
         guard stat(path, &info) == 0 else { throw .system("create directory", path) }
