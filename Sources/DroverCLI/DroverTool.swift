@@ -19,7 +19,7 @@ struct DroverTool: ParsableCommand {
         subcommands: [
             BrokerCommand.self, ControllerCommand.self, WorkerCommand.self,
             SendCommand.self, ExitCommand.self, StatusCommand.self, DeadLetterCommand.self, UpCommand.self,
-            JournalCommand.self, BenchCommand.self, BenchRawCommand.self,
+            JournalCommand.self, KeygenCommand.self, BenchCommand.self, BenchRawCommand.self,
         ]
     )
 
