@@ -101,8 +101,8 @@ extension ProcessTests {
             let unexpected = ran.subtracting(1...total)
             let duplicates = executions.count - ran.count
             let bound = faults * 3 * (threads + lookahead)
-            #expect(lost.isEmpty, "lost \(lost.count) accepted items, e.g. \(lost.sorted().prefix(5)); broker: \(broker.stderr.suffix(2000)); "
-                    + "producer: \(producer.stderr.suffix(3000)); counters: \((try? brokerCounters(sandbox, endpoint)) ?? [:])")
+            let counters = (try? brokerCounters(sandbox, endpoint)) ?? [:]
+            #expect(lost.isEmpty, "lost \(lost.count) accepted items, e.g. \(lost.sorted().prefix(5)); broker: \(broker.stderr.suffix(2000)); producer: \(producer.stderr.suffix(3000)); counters: \(counters)")
             #expect(unexpected.isEmpty)
             #expect(duplicates <= bound, "\(duplicates) duplicated executions for \(faults) faults (bound \(bound))")
             #expect(sandbox.eventually(seconds: 30) { (try? brokerStatus(sandbox, endpoint))?["itemsHeld"] as? Int == 0 },
