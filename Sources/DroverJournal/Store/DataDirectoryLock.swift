@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 
 /// An exclusive lock on a data directory (`flock` on its `lock` file), held while the broker
 /// runs, so that a second broker on the same directory refuses to start instead of writing
@@ -48,15 +49,4 @@ public final class DataDirectoryLock: Sendable {
     }
 
     deinit { close(fd) }
-}
-
-private extension String {
-    func trimmingCharacters(in set: Set<Character>) -> String {
-        String(self.drop { set.contains($0) }.reversed().drop { set.contains($0) }.reversed())
-    }
-    static let whitespace: Set<Character> = [" ", "\n", "\t", "\r"]
-}
-
-private extension Set where Element == Character {
-    static var whitespacesAndNewlines: Set<Character> { String.whitespace }
 }
