@@ -27,9 +27,7 @@ struct Ledger {
 
 /// Reads the broker's counters through `drover status --json`.
 func brokerCounters(_ sandbox: Sandbox, _ broker: String) throws -> [String: Int] {
-    let status = try sandbox.run(["status", "--broker", broker, "--json"])
-    let books = try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any]
-    return (books?["counters"] as? [String: Int]) ?? [:]
+    (try brokerStatus(sandbox, broker)["counters"] as? [String: Int]) ?? [:]
 }
 
 extension ProcessTests {
