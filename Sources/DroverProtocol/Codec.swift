@@ -24,6 +24,7 @@ public enum Codec {
         switch message {
         case .hello(let h):
             frames += [[h.role.rawValue], Array(h.name.utf8), Array(h.queue.utf8), be32(h.concurrency)]
+            if let held = h.held { frames.append(refList(held)) }
         case .welcome(let w):
             frames += [be32(w.maxItemBytes), be32(w.heartbeatMilliseconds), fleetFrame(w.fleet), be64(w.instance),
                        be32(w.livenessMilliseconds)]
@@ -54,12 +55,7 @@ public enum Codec {
             frames.append(be32(credit))
             appendOutcomes(outcomes, to: &frames)
         case .handBack(let refs):
-            frames.append(FrameWriter.frame(size: refs.count * refBytes) { frame in
-                for r in refs {
-                    frame.id(r.id)
-                    frame.u32(r.attempt)
-                }
-            })
+            frames.append(refList(refs))
         case .bye(let code, let reason):
             frames += [[code.rawValue], Array(reason.utf8)]
         case .handlerState(let health):
@@ -118,9 +114,13 @@ public enum Codec {
 
         switch command {
         case .hello:
-            try reader.expectCount(4)
+            guard args.count == 4 || args.count == 5 else {
+                throw .frameCount("hello: expected 4 argument frames (5 with a worker's held items), got \(args.count)")
+            }
             guard let role = PeerRole(rawValue: try reader.byte()) else { throw .badValue("hello: unknown role") }
-            return .hello(Hello(role: role, name: try reader.name(), queue: try reader.name(), concurrency: try reader.u32()))
+            var hello = Hello(role: role, name: try reader.name(), queue: try reader.name(), concurrency: try reader.u32())
+            if !reader.atEnd { hello.held = try reader.refList() }
+            return .hello(hello)
         case .welcome:
             try reader.expectCount(5)
             return .welcome(Welcome(maxItemBytes: try reader.u32(), heartbeatMilliseconds: try reader.u32(),
@@ -221,6 +221,15 @@ public enum Codec {
     static func idList(_ ids: [ItemID]) -> [UInt8] {
         FrameWriter.frame(size: ids.count * idSize) { frame in
             for id in ids { frame.id(id) }
+        }
+    }
+
+    static func refList(_ refs: [DeliveryRef]) -> [UInt8] {
+        FrameWriter.frame(size: refs.count * refBytes) { frame in
+            for r in refs {
+                frame.id(r.id)
+                frame.u32(r.attempt)
+            }
         }
     }
 

@@ -95,12 +95,20 @@ public struct Hello: Sendable, Equatable {
     public var queue: String
     /// A worker's handler thread count; 0 for other roles.
     public var concurrency: UInt32
+    /// A worker's held items: every delivery it is running, has waiting, or has an outcome
+    /// or hand-back for that it has not sent yet. A broker that knows the worker (it
+    /// registers again after losing contact) returns every other lease of it to the queue:
+    /// messages in flight on a connection that dropped are gone both ways, so a lease the
+    /// worker does not name was never received or its outcome was lost. `nil` (a worker that
+    /// does not say) keeps every lease.
+    public var held: [DeliveryRef]?
 
-    public init(role: PeerRole, name: String, queue: String = "", concurrency: UInt32 = 0) {
+    public init(role: PeerRole, name: String, queue: String = "", concurrency: UInt32 = 0, held: [DeliveryRef]? = nil) {
         self.role = role
         self.name = name
         self.queue = queue
         self.concurrency = concurrency
+        self.held = held
     }
 }
 

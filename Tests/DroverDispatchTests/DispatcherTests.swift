@@ -58,6 +58,42 @@ struct DispatcherTests {
         #expect(got[w1]?.allSatisfy { $0.attempt == 1 } == true)
     }
 
+    @Test("a worker registering again keeps the leases its hello names; the others run again, and their late outcomes are stale")
+    func registeringAgainReclaimsLeases() {
+        var d = makeDispatcher()
+        join(&d, w1)
+        d.credit(from: w1, 3)
+        submit(&d, 1...3)
+        let first = deliveries(d.takeOutbox())[w1] ?? []
+        #expect(first.map(\.id) == [id(1), id(2), id(3)])
+        // Item 1's outcome and item 3's delivery were lost with a dropped connection; item 2 runs.
+        d.hello(from: w1, Hello(role: .worker, name: "w1", queue: "q", concurrency: 2, held: [DeliveryRef(id: id(2), attempt: 1)]),
+                now: 10, heartbeatMilliseconds: 1000)
+        #expect(d.counters.reclaimed == 2)
+        #expect(d.status(now: 10).queues.first?.queued == 2)
+        d.credit(from: w1, 2)
+        let again = deliveries(d.takeOutbox())[w1] ?? []
+        #expect(again.map(\.id) == [id(1), id(3)], "in their order, at the front of the queue")
+        #expect(again.allSatisfy { $0.attempt == 2 })
+        d.done(from: w1, credit: 0, [ItemOutcome(id: id(1), attempt: 1, status: .succeeded, payload: [])], now: 11)
+        #expect(d.counters.staleOutcomes == 1, "the lost outcome, arriving late, completes nothing")
+        d.done(from: w1, credit: 0, [1, 2, 3].map { ItemOutcome(id: id($0), attempt: $0 == 2 ? 1 : 2, status: .succeeded, payload: []) }, now: 12)
+        #expect(d.counters.completed == 3)
+        #expect(d.items.count == 0)
+    }
+
+    @Test("a hello that names no held items (another client) keeps every lease")
+    func helloWithoutHeldKeepsLeases() {
+        var d = makeDispatcher()
+        join(&d, w1)
+        d.credit(from: w1, 2)
+        submit(&d, 1...2)
+        _ = d.takeOutbox()
+        join(&d, w1, now: 10)
+        #expect(d.counters.reclaimed == 0)
+        #expect(d.status(now: 10).queues.first?.leased == 2)
+    }
+
     @Test("workers with credit are served least-recently-used, one item at a time")
     func lruAcrossWorkers() {
         var d = makeDispatcher()

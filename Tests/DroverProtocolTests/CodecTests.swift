@@ -9,6 +9,9 @@ struct CodecTests {
 
     static let samples: [DroverMessage] = [
         .hello(Hello(role: .worker, name: "host:12", queue: "images", concurrency: 8)),
+        .hello(Hello(role: .worker, name: "host:12", queue: "images", concurrency: 8, held: [])),
+        .hello(Hello(role: .worker, name: "w", queue: "q", concurrency: 2,
+                     held: [DeliveryRef(id: ItemID(high: 1, low: 2), attempt: 3), DeliveryRef(id: ItemID(high: 4, low: 5), attempt: 1)])),
         .hello(Hello(role: .producer, name: "p")),
         .welcome(Welcome(maxItemBytes: 1 << 20, heartbeatMilliseconds: 1000, fleet: fleet, instance: 0xDEAD_BEEF, livenessMilliseconds: 4500)),
         .heartbeat,

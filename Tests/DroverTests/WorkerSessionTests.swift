@@ -76,7 +76,7 @@ struct WorkerSessionTests {
         options.name = "w"
         var session = Session(options: options, ports: FakeWorkerPorts(), logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), now: 0)
         session.start(now: 0)
-        #expect(session.ports.take() == [.hello(Hello(role: .worker, name: "w", queue: "default", concurrency: UInt32(threads)))])
+        #expect(session.ports.take() == [.hello(Hello(role: .worker, name: "w", queue: "default", concurrency: UInt32(threads), held: []))])
         #expect(session.received(welcome(), now: 1) == nil)
         return session
     }
@@ -154,6 +154,35 @@ struct WorkerSessionTests {
         #expect(session.ports.take().count == 1, "a hello")
     }
 
+    @Test("a hello after lost contact names every item the worker answers for; deliveries crossing it are not run")
+    func helloNamesHeldItems() {
+        var session = registered()  // 3 slots
+        _ = session.ports.take()
+        _ = session.received(.deliver([delivery(1), delivery(2), delivery(3)]), now: 2)
+        session.ports.start(2)
+        session.finished([finished(session.ports.running.removeFirst())], now: 3)
+        #expect(session.ports.take().count == 1, "item 1's outcome went out (and may be lost with the connection)")
+        func held(_ message: DroverMessage?) -> Set<UInt64>? {
+            guard case .hello(let hello)? = message else { return nil }
+            return hello.held.map { Set($0.map(\.id.low)) }
+        }
+        _ = session.timers(now: 3004)  // the broker has been silent past the liveness window
+        #expect(!session.isRegistered)
+        #expect(held(session.ports.take().last) == [2, 3], "running and waiting; not item 1, reported already")
+        // Item 2 finishes while unregistered: its outcome waits, and the next hello names it.
+        session.finished([finished(session.ports.running.removeFirst())], now: 3005)
+        #expect(session.ports.take().isEmpty)
+        // A delivery the broker sent before it read the hello: it takes it back, so it is not run.
+        _ = session.received(.deliver([delivery(4)]), now: 3006)
+        #expect(session.ports.queued.map(\.delivery.id.low) == [3])
+        #expect(session.ports.take().isEmpty, "neither run nor handed back")
+        _ = session.timers(now: 4005)  // no welcome within a second: hello again
+        #expect(held(session.ports.take().last) == [2, 3])
+        _ = session.received(welcome(), now: 4006)
+        #expect(session.isRegistered)
+        #expect(session.ports.take().first == .done(credit: 0, [ItemOutcome(id: delivery(2).id, attempt: 1, status: .succeeded, payload: [])]))
+    }
+
     @Test("the broker's heartbeat and liveness from its welcome are used: a broker asking for 200 ms gets heartbeats every 200 ms")
     func brokerTimings() {
         var options = WorkerOptions(broker: "tcp://127.0.0.1:1")
@@ -195,15 +224,13 @@ struct WorkerSessionTests {
     func paused() {
         var session = registered()
         _ = session.ports.take()
+        _ = session.received(.deliver([delivery(1)]), now: 50)
+        session.ports.start(1)
         session.turn(now: 100)
         #expect(session.isRegistered)
         session.turn(now: 5000)
         #expect(!session.isRegistered)
         #expect(session.ports.take().count == 1, "a hello")
-        let job = session.ports.queued.first
-        #expect(job == nil)
-        _ = session.received(.deliver([delivery(1)]), now: 5001)
-        session.ports.start(1)
         session.finished(session.ports.running.map(finished), now: 5002)
         #expect(!session.ports.take().contains { if case .done = $0 { true } else { false } },
                 "outcomes wait for the new registration")

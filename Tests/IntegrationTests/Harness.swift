@@ -24,7 +24,8 @@ final class Sandbox: @unchecked Sendable {
     /// Kills every process this sandbox started and removes its files.
     func tearDown() {
         for process in lock.withLock({ processes }) { process.kill() }
-        try? FileManager.default.removeItem(atPath: directory)
+        // DROVER_TEST_KEEP=1 keeps every sandbox (its processes' logs) for a look afterwards.
+        if ProcessInfo.processInfo.environment["DROVER_TEST_KEEP"] == nil { try? FileManager.default.removeItem(atPath: directory) }
     }
 
     func path(_ name: String) -> String { "\(directory)/\(name)" }

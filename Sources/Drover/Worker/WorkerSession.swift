@@ -190,6 +190,13 @@ struct WorkerSession<Ports: WorkerPorts> {
     /// Items from the broker: each takes a free slot and goes to the pool; what does not fit
     /// (more than our credit, or we no longer serve) goes straight back.
     private mutating func deliver(_ deliveries: [Delivery], now: Int64) {
+        // Sent before the broker read our latest `hello`, which named what we hold without
+        // these: the broker takes them back when it reads it (``Hello/held``), so running them
+        // would only run them twice.
+        guard isRegistered else {
+            logger.debug("ignored deliveries sent before the broker read this worker's hello", metadata: ["items": "\(deliveries.count)"])
+            return
+        }
         var jobs: [HeldJob] = []
         let usedUpAGrant = brokerCredit.use(deliveries.count)
         if case .serving = phase {
@@ -359,7 +366,10 @@ struct WorkerSession<Ports: WorkerPorts> {
 
     private mutating func sayHello(now: Int64) {
         lastHello = now
-        let hello = Hello(role: .worker, name: options.name, queue: options.queue, concurrency: UInt32(options.threads))
+        // Everything this worker answers for: a broker that knew it returns its other leases
+        // to the queue (messages lost with a dropped connection).
+        let held = inPool.all + unsentOutcomes.map { DeliveryRef(id: $0.id, attempt: $0.attempt) } + unsentHandBack
+        let hello = Hello(role: .worker, name: options.name, queue: options.queue, concurrency: UInt32(options.threads), held: held)
         let sent = send(.hello(hello), now: now)
         if case .unregistered(let inFlight) = registration {
             registration = .unregistered(helloInFlight: sent || inFlight)

@@ -7,15 +7,19 @@ extension Dispatcher {
         switch hello.role {
         case .worker:
             if var record = workers[peer] {
-                // A worker that re-registers (it lost contact with us) keeps its leases: it is
-                // still running those items. Its old credit is void; it grants afresh.
+                // A worker that re-registers (it lost contact with us) keeps the leases it
+                // still holds; the others go back to the queue (see ``Hello/held``). Its old
+                // credit is void; it grants afresh.
                 record.name = hello.name
                 record.credit = 0
                 record.lastSeen = now
                 record.draining = false
                 record.stalled = false
+                let reclaimed = hello.held.map { reclaimLeases(of: &record, keeping: $0) } ?? []
                 workers[peer] = record
                 removeFromReady(peer, queue: record.queue)
+                counters.reclaimed += reclaimed.count
+                requeueAtFront(reclaimed)
             } else {
                 workers[peer] = WorkerRecord(number: nextWorkerNumber, name: hello.name, queue: hello.queue,
                                              concurrency: Int(hello.concurrency), lastSeen: now)
@@ -145,6 +149,24 @@ extension Dispatcher {
     }
 
     // MARK: Internals
+
+    /// Ends every lease of `record` that is not in `held`; returns their slots. Such a lease
+    /// was lost with a dropped connection: its delivery never arrived, or its outcome never
+    /// came back. Either way the item runs again (at least once), and an outcome from before,
+    /// arriving late, is stale.
+    mutating func reclaimLeases(of record: inout WorkerRecord, keeping held: [DeliveryRef]) -> [UInt32] {
+        let leased = items.leases(from: record.leaseHead)
+        guard !leased.isEmpty else { return [] }
+        let kept = Set(held)
+        var reclaimed: [UInt32] = []
+        for slot in leased {
+            let item = items[slot].item
+            let ref = DeliveryRef(id: item.id, attempt: item.deliveries)
+            guard !kept.contains(ref), let ended = items.endLease(ref.id, attempt: ref.attempt, of: &record) else { continue }
+            reclaimed.append(ended.slot)
+        }
+        return reclaimed
+    }
 
     mutating func grant(_ record: inout WorkerRecord, peer: PeerID, _ amount: UInt32) {
         guard !record.draining, amount > 0 else { return }

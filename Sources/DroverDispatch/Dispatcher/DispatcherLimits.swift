@@ -136,6 +136,9 @@ extension Dispatcher {
         public var handedBack = 0
         public var redelivered = 0
         public var staleOutcomes = 0
+        /// Leases a worker no longer held when it registered again (a dropped connection took
+        /// their delivery or their outcome): returned to the queue.
+        public var reclaimed = 0
     }
 }
 

@@ -21,8 +21,9 @@ value before building a message, and raises :class:`ProtocolError` (with the err
 answer the sender with) for anything else.
 
 ``docs/PROTOCOL.md`` in the Drover repository is the reference for the layout; this module
-also implements two changes made after that document's version 1 text: ``bye`` carries a
-:class:`ByeCode` before its reason, and ``welcome`` ends with ``liveness-ms``.
+also implements three changes made after that document's version 1 text: ``bye`` carries a
+:class:`ByeCode` before its reason, ``welcome`` ends with ``liveness-ms``, and ``hello`` may end
+with a fifth frame, ``held``: a worker's held items as a ref list (the layout of ``hand-back``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Callable, Iterable, List, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, TypeVar, Union
 
 __all__ = [
     "VERSION", "SIGNATURE", "MAX_NAME_BYTES", "ID_BYTES", "PACKED_FRAME_BYTES",
@@ -240,6 +241,13 @@ class Hello:
     queue: str = ""
     #: A worker's handler threads; 0 for other roles.
     concurrency: int = 0
+    #: A worker's held items (the optional 5th frame, a ref list): every delivery it answers
+    #: for, running or waiting in it, or with an outcome or hand-back it has not sent yet. A
+    #: broker that already knows the worker (it registers again after losing contact) returns
+    #: every other lease of it to the queue: messages in flight on a connection that dropped
+    #: are lost both ways. ``None`` (the frame absent: a peer that does not say) keeps every
+    #: lease; an empty list is an empty frame, and names none.
+    held: Optional[Sequence[Ref]] = None
 
 
 @dataclass(frozen=True)
@@ -498,6 +506,11 @@ def _id_list(ids: Iterable[bytes]) -> bytes:
     return b"".join(_id(i) for i in ids)
 
 
+def _ref_list(refs: Iterable[Ref]) -> bytes:
+    """A ref list (``hand-back``, and ``hello``'s held items): 20-byte records, id + attempt."""
+    return b"".join(_REF.pack(_id(r.id), r.attempt) for r in refs)
+
+
 _R = TypeVar("_R")
 
 
@@ -545,7 +558,8 @@ def encode(message: Message) -> List[bytes]:
 
 def _arguments(m: Message) -> List[bytes]:
     if isinstance(m, Hello):
-        return [bytes([int(m.role)]), _name(m.name, "the peer name"), _name(m.queue, "the queue name"), _u32(m.concurrency)]
+        hello = [bytes([int(m.role)]), _name(m.name, "the peer name"), _name(m.queue, "the queue name"), _u32(m.concurrency)]
+        return hello if m.held is None else hello + [_ref_list(m.held)]
     if isinstance(m, Welcome):
         return [_u32(m.max_item_bytes), _u32(m.heartbeat_ms), _fleet(m.fleet), _U64.pack(m.instance), _u32(m.liveness_ms)]
     if isinstance(m, (Heartbeat, StatusRequest)):
@@ -568,7 +582,7 @@ def _arguments(m: Message) -> List[bytes]:
     if isinstance(m, Done):
         return [_u32(m.credit)] + _packed(m.outcomes, _pack_outcome)
     if isinstance(m, HandBack):
-        return [b"".join(_REF.pack(_id(r.id), r.attempt) for r in m.refs)]
+        return [_ref_list(m.refs)]
     if isinstance(m, Bye):
         return [bytes([int(m.code)]), m.reason.encode("utf-8")]
     if isinstance(m, HandlerState):
@@ -757,8 +771,10 @@ def decode(frames: Sequence[bytes]) -> Message:
 
 
 def _decode_hello(a: _Arguments) -> Message:
-    a.expect_count(4, "role, name, queue, concurrency")
-    return Hello(a.enum(Role, "role"), a.name("the name"), a.name("the queue"), a.u32("the concurrency"))
+    if len(a.frames) not in (4, 5):
+        raise a.fail("frame-count", f"expected 4 argument frames (5 with a worker's held items), got {len(a.frames)}")
+    role, name, queue, concurrency = a.enum(Role, "role"), a.name("the name"), a.name("the queue"), a.u32("the concurrency")
+    return Hello(role, name, queue, concurrency, None if a.at_end else a.ref_list())
 
 
 def _decode_welcome(a: _Arguments) -> Message:

@@ -8,11 +8,18 @@ Two independent states: *registration* (does the broker know us?) and *phase* (s
 draining, leaving). A worker may lose and regain the broker in any phase.
 
 Registration
-    ``hello`` (role 2, queue, threads) → ``welcome``. Only the first ``welcome`` after a
+    ``hello`` (role 2, queue, threads, held) → ``welcome``. Only the first ``welcome`` after a
     ``hello`` grants credit (one per free slot): a second one, from two hellos crossed in
     flight, would double it. The broker is treated as gone after ``liveness-ms`` of silence
     (from ``welcome``), or when it answers ``error`` 3 (unknown peer); then the worker says
     ``hello`` again. Outcomes finished meanwhile wait and go with the new registration.
+
+    Every ``hello`` names what the worker holds (``held``: items running or waiting in it, and
+    those whose outcome or hand-back it has not sent yet; empty on the first one). A broker
+    that already knew the worker returns every other lease of it to the queue, since messages
+    in flight on a connection that dropped are lost both ways. Deliveries that arrive between
+    that ``hello`` and its ``welcome`` crossed it, so it did not name them: they are ignored
+    (neither run nor handed back), as the broker takes them back itself when it reads it.
 
 Serving
     Credit = threads + lookahead slots. Each ``done`` carries outcomes and the credit their
@@ -218,6 +225,12 @@ class WorkerSession:
                 self._send(p.Credit(free), now)
 
     def _deliver(self, deliveries: Sequence[p.Delivery], now: int) -> None:
+        if not self.registered:
+            # Sent before the broker read our latest `hello`, which named what we hold without
+            # these: the broker takes them back when it reads it, so running them would only
+            # run them twice.
+            log.debug("ignored %d deliveries sent before the broker read this worker's hello", len(deliveries))
+            return
         if self.phase is _Phase.LEAVING and self.bye_sent_at is not None:
             return  # crossed our goodbye, which returns them to the queue
         if self.phase is not _Phase.SERVING:
@@ -359,9 +372,19 @@ class WorkerSession:
 
     def _say_hello(self, now: int) -> None:
         self.last_hello = now
-        sent = self._send(p.Hello(p.Role.WORKER, self.name, self.queue, self.threads), now)
+        sent = self._send(p.Hello(p.Role.WORKER, self.name, self.queue, self.threads, held=self._answered_for()), now)
         if not self.registered:
             self.hello_in_flight = sent or self.hello_in_flight
+
+    def _answered_for(self) -> List[p.Ref]:
+        """Every delivery this worker answers for, as ``hello`` names them: held (running or
+        waiting), with an unsent outcome, or in an unsent hand-back. A broker that knew this
+        worker returns every other lease of it to the queue."""
+        refs = list(self.held)
+        refs += [p.Ref(o.id, o.attempt) for o in self.unsent_outcomes]
+        if self.unsent_hand_back is not None:
+            refs += self.unsent_hand_back
+        return refs
 
     def _send(self, message: p.Message, now: int) -> bool:
         sent = self.ports.send(message)

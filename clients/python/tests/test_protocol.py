@@ -16,6 +16,8 @@ FLEET = p.FleetState(1_795_000_000_000, p.Phase.EXITING, 30_000)
 SAMPLES = [
     p.Hello(p.Role.WORKER, "host:12", "images", 8),
     p.Hello(p.Role.PRODUCER, "p"),
+    p.Hello(p.Role.WORKER, "host:12", "images", 8, held=[p.Ref(ID1, 1), p.Ref(ID2, 7)]),
+    p.Hello(p.Role.WORKER, "host:12", "images", 8, held=[]),
     p.Welcome(1 << 20, 1000, FLEET, 0xDEADBEEF, 3000),
     p.Heartbeat(),
     p.Error(p.ErrorCode.UNKNOWN_PEER, "say hello"),
@@ -59,6 +61,22 @@ class RoundTripTests(unittest.TestCase):
                 self.assertEqual(type(decoded), type(message))
                 self.assertEqual(p.encode(decoded), frames)
 
+    def test_hello_carries_held_items_only_when_given(self) -> None:
+        cases = [
+            (p.Hello(p.Role.WORKER, "w", "q", 4), 4, None),
+            (p.Hello(p.Role.WORKER, "w", "q", 4, held=[p.Ref(ID1, 1), p.Ref(ID2, 7)]), 5, [p.Ref(ID1, 1), p.Ref(ID2, 7)]),
+            (p.Hello(p.Role.WORKER, "w", "q", 4, held=[]), 5, []),
+        ]
+        for message, arguments, held in cases:
+            with self.subTest(held=held):
+                frames = p.encode(message)
+                self.assertEqual(len(frames) - 2, arguments)
+                decoded = p.decode(frames)
+                self.assertEqual((decoded.role, decoded.name, decoded.queue, decoded.concurrency),
+                                 (p.Role.WORKER, "w", "q", 4))
+                self.assertEqual(decoded.held, held)
+                self.assertEqual(decoded, message)
+
     def test_every_command_has_its_code(self) -> None:
         codes = {type(m): p.encode(m)[1][0] for m in SAMPLES}
         self.assertEqual(codes[p.Hello], 0x01)
@@ -95,6 +113,12 @@ class LayoutTests(unittest.TestCase):
     def test_hello_and_submit_frames(self) -> None:
         self.assertEqual(p.encode(p.Hello(p.Role.WORKER, "w", "q", 4)),
                          [b"DRV\x02", b"\x01", b"\x02", b"w", b"q", b"\x00\x00\x00\x04"])
+        self.assertEqual(p.encode(p.Hello(p.Role.WORKER, "w", "q", 4, held=[p.Ref(ID1, 1), p.Ref(ID2, 0x0A0B0C0D)])),
+                         [b"DRV\x02", b"\x01", b"\x02", b"w", b"q", b"\x00\x00\x00\x04",
+                          ID1 + b"\x00\x00\x00\x01" + ID2 + b"\x0a\x0b\x0c\x0d"])
+        self.assertEqual(p.encode(p.Hello(p.Role.WORKER, "w", "q", 4, held=[]))[6:], [b""], "empty, not absent")
+        self.assertEqual(p.encode(p.Hello(p.Role.WORKER, "w", "q", 4, held=[p.Ref(ID1, 4)]))[6],
+                         p.encode(p.HandBack([p.Ref(ID1, 4)]))[2], "the same ref list as hand-back")
         frames = p.encode(p.Submit("q", True, [p.Item(ID1, b"xy")], 1500))
         self.assertEqual(frames[2:], [b"q", b"\x01", b"\x00\x00\x05\xdc", ID1 + b"\x00\x00\x00\x02xy"])
         self.assertEqual(p.encode(p.Submit("q", False, []))[3:], [b"\x00", bytes(4)])
@@ -140,6 +164,9 @@ class MalformedTests(unittest.TestCase):
         ([SIG, b"\x24", b"\x09", b"why"], "bad-value"),
         ([SIG, b"\x24", b"fleet exit"], "frame-count"),  # the bye of before the code frame
         ([SIG, b"\x01", b"\x09", b"", b"", bytes(4)], "bad-value"),
+        ([SIG, b"\x01", b"\x02", b"w", b"q"], "frame-count"),  # hello without concurrency
+        ([SIG, b"\x01", b"\x02", b"w", b"q", bytes(4), bytes(21)], "frame-size"),  # held not whole refs
+        ([SIG, b"\x01", b"\x02", b"w", b"q", bytes(4), bytes(20), b""], "frame-count"),  # 6 argument frames
         ([SIG, b"\x30", bytes(8) + b"\x07" + bytes(4)], "bad-value"),
         ([SIG, b"\x02", bytes(4), bytes(4), bytes(13), bytes(8)], "frame-count"),  # welcome without liveness-ms
         ([SIG, b"\x12", ID1, b"\x09", b"why"], "bad-value"),
@@ -152,6 +179,13 @@ class MalformedTests(unittest.TestCase):
                 with self.assertRaises(p.ProtocolError) as caught:
                     p.decode(frames)
                 self.assertEqual(caught.exception.kind, kind, caught.exception.detail)
+
+    def test_a_hello_of_six_frames_names_both_counts_it_takes(self) -> None:
+        with self.assertRaises(p.ProtocolError) as caught:
+            p.decode([b"DRV\x02", b"\x01", b"\x02", b"w", b"q", bytes(4), bytes(20), b""])
+        self.assertEqual(caught.exception.kind, "frame-count")
+        self.assertEqual(caught.exception.wire_code, p.ErrorCode.MALFORMED)
+        self.assertEqual(caught.exception.detail, "hello: expected 4 argument frames (5 with a worker's held items), got 6")
 
     def test_a_newer_version_is_named_with_ours(self) -> None:
         with self.assertRaises(p.ProtocolError) as caught:

@@ -51,14 +51,32 @@ def success(d: p.Delivery) -> p.Outcome:
     return p.Outcome(d.id, d.attempt, p.Status.SUCCEEDED, d.payload)
 
 
+def ref(d: p.Delivery) -> p.Ref:
+    return p.Ref(d.id, d.attempt)
+
+
+def hello(threads: int = 2, held: Sequence[p.Delivery] = ()) -> p.Hello:
+    """A worker's ``hello``, naming the deliveries it holds."""
+    return p.Hello(p.Role.WORKER, "w", "default", threads, held=[ref(d) for d in held])
+
+
 class WorkerSessionTests(unittest.TestCase):
     def registered(self, threads: int = 2, lookahead: int = 1) -> WorkerSession:
         self.ports = FakePorts()
         session = WorkerSession(name="w", queue="default", threads=threads, lookahead=lookahead, ports=self.ports, now=0)
         session.start(0)
-        self.assertEqual(self.ports.take(), [p.Hello(p.Role.WORKER, "w", "default", threads)])
+        self.assertEqual(self.ports.take(), [hello(threads)])
         self.assertIsNone(session.received(welcome(), 1))
         return session
+
+    def test_the_first_hello_names_no_held_items_but_says_so(self) -> None:
+        self.ports = FakePorts()
+        session = WorkerSession(name="w", queue="default", threads=2, lookahead=1, ports=self.ports, now=0)
+        session.start(0)
+        sent = self.ports.take()
+        self.assertEqual(sent, [p.Hello(p.Role.WORKER, "w", "default", 2, held=[])])
+        self.assertEqual(sent[0].held, [], "an empty list, not None: a worker always says what it holds")
+        self.assertEqual(p.encode(sent[0])[6:], [b""], "held goes as an empty 5th argument frame")
 
     def test_a_welcome_grants_one_credit_per_slot_and_a_second_grants_nothing(self) -> None:
         session = self.registered(threads=2, lookahead=1)
@@ -97,7 +115,7 @@ class WorkerSessionTests(unittest.TestCase):
         self.ports.take()
         session.received(p.Deliver([delivery(1)]), 2)
         session.received(p.Error(p.ErrorCode.UNKNOWN_PEER, "who?"), 3)
-        self.assertEqual(self.ports.take(), [p.Hello(p.Role.WORKER, "w", "default", 2)])
+        self.assertEqual(self.ports.take(), [hello(held=[delivery(1)])])
         session.finished([success(delivery(1))], 4)
         self.assertEqual(self.ports.take(), [], "not registered: kept")
         session.received(welcome(), 5)
@@ -109,7 +127,51 @@ class WorkerSessionTests(unittest.TestCase):
         self.assertIsNone(session.timers(1001))
         self.assertEqual(self.ports.take(), [p.Heartbeat()], "a heartbeat after a quiet interval")
         self.assertIsNone(session.timers(3002))
-        self.assertEqual(self.ports.take(), [p.Hello(p.Role.WORKER, "w", "default", 2)], "3000 ms from welcome's liveness-ms")
+        self.assertEqual(self.ports.take(), [hello()], "3000 ms from welcome's liveness-ms")
+
+    def test_a_hello_after_silence_names_the_running_items_and_the_unsent_outcomes(self) -> None:
+        session = self.registered(threads=2, lookahead=1)
+        self.ports.take()
+        session.received(p.Deliver([delivery(1), delivery(2), delivery(3, attempt=2)]), 2)
+        self.ports.connected = False  # the connection dropped: outcomes cannot go out
+        session.finished([success(delivery(2))], 3)
+        self.assertEqual(session.unsent_outcomes, [success(delivery(2))])
+        self.ports.connected = True
+        self.assertIsNone(session.timers(3003))
+        self.assertEqual(self.ports.take(), [hello(held=[delivery(1), delivery(3, attempt=2), delivery(2)])],
+                         "running items first, then those whose outcome is unsent")
+        session.received(welcome(), 3004)
+        self.assertEqual(self.ports.take(), [p.Done(0, [success(delivery(2))]), p.Credit(1)])
+
+    def test_a_hello_names_the_items_of_an_unsent_hand_back(self) -> None:
+        session = self.registered(threads=1, lookahead=1)
+        self.ports.take()
+        session.received(p.Deliver([delivery(1), delivery(2)]), 2)
+        self.ports.queued = [delivery(2)]  # the handler thread started item 1
+        self.ports.connected = False
+        session.drain("SIGTERM", 30_000, 3)
+        self.ports.connected = True
+        session.received(p.Error(p.ErrorCode.UNKNOWN_PEER, "who?"), 4)
+        self.assertEqual(self.ports.take(), [hello(threads=1, held=[delivery(1), delivery(2)])])
+
+    def test_deliveries_crossing_a_new_hello_are_neither_run_nor_handed_back(self) -> None:
+        for draining in (False, True):
+            with self.subTest(draining=draining):
+                session = self.registered()
+                if draining:
+                    session.drain("SIGTERM", 30_000, 2)
+                self.ports.take()
+                session.received(p.Error(p.ErrorCode.UNKNOWN_PEER, "who?"), 3)
+                self.assertEqual(self.ports.take(), [hello()])
+                session.received(p.Deliver([delivery(5), delivery(6)]), 4)
+                self.assertEqual(self.ports.queued, [], "the broker takes them back when it reads the hello")
+                self.assertEqual(self.ports.take(), [])
+                self.assertEqual(session.held, {})
+                session.received(welcome(instance=2), 5)
+                sent = self.ports.take()
+                self.assertEqual(sent, [p.HandBack([])] if draining else [p.Credit(3)], "nothing of items 5 and 6")
+                self.assertIsNone(session.timers(6))
+                self.assertNotIn(p.HandBack([ref(delivery(5)), ref(delivery(6))]), self.ports.take())
 
     def test_drain_hands_back_unstarted_items_finishes_the_rest_and_says_goodbye(self) -> None:
         session = self.registered(threads=1, lookahead=1)
