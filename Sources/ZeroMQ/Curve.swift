@@ -25,3 +25,12 @@ public func z85DecodeKey(_ text: String) -> [UInt8]? {
     let ok = out.withUnsafeMutableBufferPointer { zmq_z85_decode($0.baseAddress, text) != nil }
     return ok ? out : nil
 }
+
+/// Encodes a 32-byte key as 40 characters of Z85. The corresponding C function is
+/// `zmq_z85_encode`.
+public func z85EncodeKey(_ key: [UInt8]) -> String? {
+    guard key.count == 32 else { return nil }
+    var text = [CChar](repeating: 0, count: 41)
+    let ok = key.withUnsafeBufferPointer { zmq_z85_encode(&text, $0.baseAddress, 32) != nil }
+    return ok ? String(decoding: text.prefix(40).map { UInt8(bitPattern: $0) }, as: UTF8.self) : nil
+}

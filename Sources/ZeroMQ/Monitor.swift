@@ -10,9 +10,34 @@ public struct ZMQMonitorEvent: Sendable, Equatable {
         public static let connected = Kinds(rawValue: ZMQ_EVENT_CONNECTED)
         /// A connection was lost: whatever was queued on it, both ways, is gone.
         public static let disconnected = Kinds(rawValue: ZMQ_EVENT_DISCONNECTED)
+        /// A connection was accepted by a bound socket.
+        public static let accepted = Kinds(rawValue: ZMQ_EVENT_ACCEPTED)
+        /// A handshake failed before authentication: the peer closed it (a CURVE client that
+        /// has the wrong server key sees this), or it timed out. The value is an errno.
+        public static let handshakeFailedNoDetail = Kinds(rawValue: ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        /// A handshake failed on a protocol error, such as a security mechanism mismatch
+        /// (a plaintext peer meeting a CURVE one). The value is a `ZMQ_PROTOCOL_ERROR_*` code.
+        public static let handshakeFailedProtocol = Kinds(rawValue: ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
+        /// The server's ZAP handler refused this peer. The value is the ZAP status code (400).
+        public static let handshakeFailedAuth = Kinds(rawValue: ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+        /// A handshake completed (security included).
+        public static let handshakeSucceeded = Kinds(rawValue: ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+        /// Every handshake outcome.
+        public static let handshakes: Kinds = [.handshakeFailedNoDetail, .handshakeFailedProtocol, .handshakeFailedAuth, .handshakeSucceeded]
     }
 
     public var kind: Kinds
+    /// A handshake that failed because the peer's CURVE hello could not be decrypted: it does
+    /// not have this server's public key (a wrong `--broker-key`).
+    public var isCryptographicFailure: Bool {
+        kind == .handshakeFailedProtocol && Int32(bitPattern: value) == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC
+    }
+
+    /// A handshake that failed because the two sides use different security mechanisms
+    /// (a plaintext peer meeting a CURVE one).
+    public var isMechanismMismatch: Bool {
+        kind == .handshakeFailedProtocol && Int32(bitPattern: value) == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+    }
     /// The event's value: a file descriptor, an errno or an interval, by kind.
     public var value: UInt32
     /// The endpoint the event concerns.

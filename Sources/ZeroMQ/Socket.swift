@@ -59,6 +59,12 @@ public final class ZMQSocket {
     }
 
     /// The endpoint this socket last bound, with a wildcard port resolved (`tcp://127.0.0.1:41234`).
+    /// Drops the connection to `endpoint` (what is queued for it is discarded); `connect` again
+    /// to start over. The corresponding C function is `zmq_disconnect`.
+    public func disconnect(_ endpoint: String) throws(ZMQError) {
+        _ = try zmqCall("zmq_disconnect(\(endpoint))") { zmq_disconnect(handle, endpoint) }
+    }
+
     /// The corresponding C function is `zmq_getsockopt(ZMQ_LAST_ENDPOINT)`.
     public func lastEndpoint() throws(ZMQError) -> String {
         var buffer = [CChar](repeating: 0, count: 1024)
@@ -93,7 +99,20 @@ public final class ZMQSocket {
     /// Frames are sized to what arrived; there is no fixed buffer.
     /// The corresponding C function is `zmq_msg_recv`.
     public func receive(dontWait: Bool = false) throws(ZMQError) -> [Frame]? {
+        try receive(dontWait: dontWait, reading: nil)?.frames
+    }
+
+    /// Receives one multipart message with the value of the connection property `property`
+    /// (for example `"User-Id"`, which a ZAP handler set when the sender's handshake was
+    /// authenticated; `nil` when the connection has none).
+    /// The corresponding C functions are `zmq_msg_recv` and `zmq_msg_gets`.
+    public func receive(dontWait: Bool = false, property: String) throws(ZMQError) -> (frames: [Frame], property: String?)? {
+        try receive(dontWait: dontWait, reading: property)
+    }
+
+    private func receive(dontWait: Bool, reading property: String?) throws(ZMQError) -> (frames: [Frame], property: String?)? {
         var frames: [Frame] = []
+        var value: String?
         let flags: Int32 = dontWait ? ZMQ_DONTWAIT : 0
         var more = false
         repeat {
@@ -107,8 +126,11 @@ public final class ZMQSocket {
             // Copied from a buffer pointer: cheaper than `init(unsafeUninitializedCapacity:)`.
             frames.append(size > 0 && data != nil ? Frame(UnsafeBufferPointer(start: data!.assumingMemoryBound(to: UInt8.self), count: Int(size))) : [])
             more = zmq_msg_more(message) != 0
+            // The peer's frames carry the connection's properties (a ROUTER's identity frame,
+            // made locally, does not): read them from the last one.
+            if !more, let property, let text = zmq_msg_gets(message, property) { value = String(cString: text) }
         } while more
-        return frames
+        return (frames, value)
     }
 
     /// Receives one multipart message and drops it without copying, returning how many frames

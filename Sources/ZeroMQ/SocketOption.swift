@@ -50,8 +50,12 @@ public enum SocketOption: Sendable {
     /// Option 93, honoured by Debian's libzmq 4.3.4 but not declared in its header.
     case zapEnforceDomain(Bool)
 
+    /// How long a new connection may take to complete its handshake before it is dropped.
+    case handshakeInterval(milliseconds: Int32)
+
     func apply(to socket: UnsafeMutableRawPointer) throws(ZMQError) {
         switch self {
+        case .handshakeInterval(let v): try setInt(socket, ZMQ_HANDSHAKE_IVL, v, "ZMQ_HANDSHAKE_IVL")
         case .linger(let v): try setInt(socket, ZMQ_LINGER, v, "ZMQ_LINGER")
         case .routerMandatory(let v): try setInt(socket, ZMQ_ROUTER_MANDATORY, v ? 1 : 0, "ZMQ_ROUTER_MANDATORY")
         case .routerHandover(let v): try setInt(socket, ZMQ_ROUTER_HANDOVER, v ? 1 : 0, "ZMQ_ROUTER_HANDOVER")
