@@ -14,8 +14,11 @@ struct BrokerCommand: ParsableCommand {
 
         A failed item is retried with jittered exponential backoff; after --max-deliveries failed deliveries it goes to the dead-letter store (see `drover dlq`).
 
-        Example:
+        Without keys the broker admits loopback peers only. To serve other hosts, give it --key (its secret certificate) and --authorized-keys (the public keys it admits, each with its role); see docs/SECURITY.md. --insecure admits everyone without keys.
+
+        Examples:
           drover broker --bind tcp://*:5555 --max-deliveries 3 --queue-max-deliveries images=10
+          drover broker --key keys/broker.key --authorized-keys keys/authorized
         """
     )
 
@@ -65,10 +68,13 @@ struct BrokerCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Most payload bytes held in all, in memory or on disk, like 100GiB; past it producers are told \"queue full\" (default: no limit but the disk).", valueName: "size"))
     var maxBytes: String?
 
+    @OptionGroup var keys: ServerKeyOptions
+
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
         try validateEndpoint(bind, flag: "--bind", binding: true)
+        _ = try keys.security()
         guard maxItemSize > 0, maxItemSize <= 64 << 20 else { throw ValidationError("--max-item-size must be between 1 and 67108864 bytes") }
         guard maxItems > 0 else { throw ValidationError("--max-items must be at least 1") }
         guard heartbeatMs >= 10 else { throw ValidationError("--heartbeat-ms must be at least 10") }
@@ -123,7 +129,10 @@ struct BrokerCommand: ParsableCommand {
         options.segmentBytes = segmentSize ?? max(64 << 20, BrokerOptions.minimumSegmentBytes(maxItemBytes: maxItemSize))
         options.memoryLimitBytes = memoryLimit.flatMap(ByteSize.parse) ?? BrokerOptions.defaultMemoryLimit
         options.maxHeldBytes = maxBytes.flatMap(ByteSize.parse) ?? 0
-        let broker = Broker(options: options, logger: global.makeLogger(role: "broker"))
-        try runHandlingSignals(broker)
+        options.security = try keys.security()
+        let logger = global.makeLogger(role: "broker")
+        let broker = Broker(options: options, logger: logger)
+        let reloads = reloadOnHangup(options.security.authorizedKeys, logger: logger)
+        try withExtendedLifetime(reloads) { try runHandlingSignals(broker) }
     }
 }

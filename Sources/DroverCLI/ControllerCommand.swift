@@ -25,12 +25,24 @@ struct ControllerCommand: ParsableCommand {
     @Option(help: "Write the bound endpoints (publish, then commands) to this file once listening.")
     var readyFile: String?
 
+    @OptionGroup var keys: ServerKeyOptions
+
+    @Option(help: ArgumentHelp("The broker's public certificate (its NAME.pub), for a broker that uses keys; --key is then also this controller's key towards the broker (role controller).", valueName: "file"))
+    var brokerKey: String?
+
     @OptionGroup var global: GlobalOptions
+
+    /// Its keys towards the broker: its own --key with --broker-key.
+    var brokerSecurity: ClientSecurity? {
+        get throws { try clientSecurity(key: keys.key, serverKey: brokerKey, serverFlag: "--broker-key") }
+    }
 
     func validate() throws {
         try validateEndpoint(broker, flag: "--broker", binding: false)
         try validateEndpoint(publish, flag: "--publish", binding: true)
         try validateEndpoint(bind, flag: "--bind", binding: true)
+        _ = try keys.security()
+        _ = try brokerSecurity
     }
 
     func run() throws {
@@ -38,7 +50,11 @@ struct ControllerCommand: ParsableCommand {
         options.publish = publish
         options.bind = bind
         options.readyFile = readyFile
-        let controller = Controller(options: options, logger: global.makeLogger(role: "controller"))
-        try runHandlingSignals(controller)
+        options.security = try keys.security()
+        options.brokerSecurity = try brokerSecurity
+        let logger = global.makeLogger(role: "controller")
+        let controller = Controller(options: options, logger: logger)
+        let reloads = reloadOnHangup(options.security.authorizedKeys, logger: logger)
+        try withExtendedLifetime(reloads) { try runHandlingSignals(controller) }
     }
 }

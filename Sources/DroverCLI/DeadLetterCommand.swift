@@ -30,15 +30,22 @@ struct DeadLetterCommand: ParsableCommand {
         @Flag(help: "Print the broker's JSON answer as it is.")
         var json = false
 
+        @OptionGroup var key: ClientKeyOption
+
+        @Option(help: ArgumentHelp("The broker's public certificate (its NAME.pub), for a broker that uses keys (the dead-letter store needs an admin key).", valueName: "file"))
+        var brokerKey: String?
+
         @OptionGroup var global: GlobalOptions
 
         func validate() throws {
             try validateEndpoint(broker, flag: "--broker", binding: false)
+            _ = try key.security(serverKey: brokerKey, serverFlag: "--broker-key")
         }
 
         func ask(_ request: DeadLetterRequest) throws -> String {
             _ = global.makeLogger(role: "dlq")
-            return try ControlClient(endpoint: broker, role: "broker", timeoutSeconds: timeout, context: ZMQContext()).deadLetters(request)
+            return try ControlClient(endpoint: broker, role: "broker", timeoutSeconds: timeout, context: ZMQContext(),
+                                     security: try key.security(serverKey: brokerKey, serverFlag: "--broker-key")).deadLetters(request)
         }
     }
 

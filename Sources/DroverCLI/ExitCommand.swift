@@ -27,17 +27,24 @@ struct ExitCommand: ParsableCommand {
     @Option(help: "Seconds to wait for the controller's first answer.")
     var timeout: Double = 5
 
+    @OptionGroup var key: ClientKeyOption
+
+    @Option(help: ArgumentHelp("The controller's public certificate (its NAME.pub), for a controller that uses keys (exit needs an admin key).", valueName: "file"))
+    var controllerKey: String?
+
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
         try validateEndpoint(controller, flag: "--controller", binding: false)
         guard deadline >= 0, deadline <= 86_400 else { throw ValidationError("--deadline must be between 0 and 86400 seconds") }
         guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+        _ = try key.security(serverKey: controllerKey, serverFlag: "--controller-key")
     }
 
     func run() throws {
         _ = global.makeLogger(role: "exit")
-        let client = try ControlClient(endpoint: controller, role: "controller", timeoutSeconds: timeout, context: ZMQContext())
+        let client = try ControlClient(endpoint: controller, role: "controller", timeoutSeconds: timeout, context: ZMQContext(),
+                                       security: try key.security(serverKey: controllerKey, serverFlag: "--controller-key"))
         let result = try client.exit(deadlineMilliseconds: UInt32(deadline * 1000), wait: wait) { event in
             switch event["event"] {
             case "exit-published":

@@ -10,7 +10,7 @@ struct KeygenCommand: ParsableCommand {
         The files are ZeroMQ certificates in the ZPL format that czmq and pyzmq (zmq.auth.load_certificate) read; their metadata carries the peer's role and name. Give NAME.key to that peer alone (a Kubernetes Secret, a systemd credential) and NAME.pub to whoever must know it.
 
         Examples:
-          drover keygen broker --role controller --dir /etc/drover/keys
+          drover keygen broker --role broker --dir /etc/drover/keys
           drover keygen web-1 --role worker
           drover keygen ops --role admin
         """
@@ -19,7 +19,7 @@ struct KeygenCommand: ParsableCommand {
     @Argument(help: "The peer's name: the files are NAME.key and NAME.pub.")
     var name: String
 
-    @Option(help: "What the key may do: producer, worker, admin or controller.")
+    @Option(help: "What the key may do: producer, worker, admin, controller, or broker (the broker's own key).")
     var role: String
 
     @Option(help: "Directory to write the files in (it must exist).")
@@ -46,19 +46,12 @@ struct KeygenCommand: ParsableCommand {
     func run() throws {
         _ = global.makeLogger(role: "keygen")
         let certificate = try Certificate.generate(name: name, role: Certificate.Role(rawValue: role)!)
-        let secretPath = "\(dir)/\(name).key", publicPath = "\(dir)/\(name).pub"
-        for path in [secretPath, publicPath] where !force && FileManager.default.fileExists(atPath: path) {
-            throw CommandFailure("\(path) exists; keep it, or pass --force to replace it (a replaced key must be authorized again)")
+        let (secretPath, publicPath): (String, String)
+        do {
+            (secretPath, publicPath) = try certificate.write(name: name, in: dir, replacing: force)
+        } catch let problem as Certificate.Problem {
+            throw CommandFailure(problem.description)
         }
-        // The secret file is made 0600 before anything is written to it.
-        try? FileManager.default.removeItem(atPath: secretPath)
-        guard FileManager.default.createFile(atPath: secretPath, contents: nil, attributes: [.posixPermissions: 0o600]) else {
-            throw CommandFailure("cannot create \(secretPath)")
-        }
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: secretPath))
-        try handle.write(contentsOf: Data(certificate.text().utf8))
-        try handle.close()
-        try Data(certificate.publicOnly.text().utf8).write(to: URL(fileURLWithPath: publicPath))
         writeOutput("\(secretPath)  secret: for \(name) alone (mode 0600)\n\(publicPath)  public: role \(role), key \(certificate.publicKey)")
     }
 }

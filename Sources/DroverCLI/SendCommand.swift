@@ -43,6 +43,11 @@ struct SendCommand: ParsableCommand {
     @Argument(help: "Items to send. Without items or --file, items are read from stdin.")
     var items: [String] = []
 
+    @OptionGroup var key: ClientKeyOption
+
+    @Option(help: ArgumentHelp("The broker's public certificate (its NAME.pub), for a broker that uses keys.", valueName: "file"))
+    var brokerKey: String?
+
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
@@ -51,6 +56,7 @@ struct SendCommand: ParsableCommand {
         if file != nil && !items.isEmpty { throw ValidationError("give items as arguments or with --file, not both") }
         guard timeout > 0, reconnectTimeout > 0 else { throw ValidationError("--timeout and --reconnect-timeout must be positive") }
         _ = try itemTimeoutMilliseconds(itemTimeout)
+        _ = try key.security(serverKey: brokerKey, serverFlag: "--broker-key")
     }
 
     func run() throws {
@@ -61,6 +67,7 @@ struct SendCommand: ParsableCommand {
         options.connectTimeoutSeconds = timeout
         options.reconnectTimeoutSeconds = reconnectTimeout
         options.itemTimeoutMilliseconds = try itemTimeoutMilliseconds(itemTimeout) ?? 0
+        options.security = try key.security(serverKey: brokerKey, serverFlag: "--broker-key")
         let producer = try Producer(options: options, context: ZMQContext(), logger: logger)
         defer { producer.close() }
 

@@ -1,6 +1,7 @@
 import Dispatch
 import Drover
 import Foundation
+import Logging
 
 /// Routes SIGINT and SIGTERM to a handler that is told how many have arrived, so the first can
 /// drain and the second stop at once. Dispatch sources run the handler on a background queue.
@@ -35,4 +36,23 @@ func runHandlingSignals<Service: DroverService>(_ service: Service) throws -> Se
         }
     }
     return try withExtendedLifetime(signals) { try service.run() }
+}
+
+/// Reads `keys` again on each SIGHUP and logs what changed; a file that cannot be read leaves
+/// the keys in force as they were. Without keys SIGHUP only says so: a server does not stop on
+/// it (`systemctl reload`, a stray `kill -HUP`). Keep the result alive while serving.
+func reloadOnHangup(_ keys: AuthorizedKeys?, logger: Logger) -> SignalRelay {
+    SignalRelay([SIGHUP]) { _, _ in
+        guard let keys else {
+            logger.notice("SIGHUP: nothing to read again (no --authorized-keys)")
+            return
+        }
+        do {
+            let (added, removed) = try keys.reload()
+            logger.notice("authorized keys read again (SIGHUP)", metadata: [
+                "keys": "\(keys.count)", "added": "\(added.map(\.name))", "removed": "\(removed.map(\.name))"])
+        } catch {
+            logger.error("could not read the authorized keys again; the keys in force stay as they were", metadata: ["problem": "\(error)"])
+        }
+    }
 }

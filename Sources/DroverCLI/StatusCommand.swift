@@ -28,18 +28,34 @@ struct StatusCommand: ParsableCommand {
     @Option(help: "Seconds to wait for an answer.")
     var timeout: Double = 5
 
+    @OptionGroup var key: ClientKeyOption
+
+    @Option(help: ArgumentHelp("The broker's public certificate (its NAME.pub), for a broker that uses keys.", valueName: "file"))
+    var brokerKey: String?
+
+    @Option(help: ArgumentHelp("The controller's public certificate (its NAME.pub), for a controller that uses keys.", valueName: "file"))
+    var controllerKey: String?
+
     @OptionGroup var global: GlobalOptions
+
+    var security: ClientSecurity? {
+        get throws {
+            broker != nil ? try key.security(serverKey: brokerKey, serverFlag: "--broker-key")
+                          : try key.security(serverKey: controllerKey, serverFlag: "--controller-key")
+        }
+    }
 
     func validate() throws {
         guard (broker == nil) != (controller == nil) else { throw ValidationError("give one of --broker or --controller") }
         if let broker { try validateEndpoint(broker, flag: "--broker", binding: false) }
         if let controller { try validateEndpoint(controller, flag: "--controller", binding: false) }
+        _ = try security
     }
 
     func run() throws {
         _ = global.makeLogger(role: "status")
         let client = try ControlClient(endpoint: broker ?? controller!, role: broker != nil ? "broker" : "controller",
-                                       timeoutSeconds: timeout, context: ZMQContext())
+                                       timeoutSeconds: timeout, context: ZMQContext(), security: try security)
         let status = try client.status()
         if json {
             let encoder = JSONEncoder()
@@ -67,7 +83,7 @@ struct StatusCommand: ParsableCommand {
         let c = status.counters
         writeOutput("counters: accepted \(c.accepted), completed \(c.completed), retried \(c.retried), dead-lettered \(c.deadLettered), "
                     + "rejected \(c.rejected), duplicates dropped \(c.duplicates), redelivered \(c.redelivered), "
-                    + "handed back \(c.handedBack), stale outcomes rejected \(c.staleOutcomes)")
+                    + "handed back \(c.handedBack), reclaimed from workers that registered again \(c.reclaimed), stale outcomes rejected \(c.staleOutcomes)")
         if let j = status.journal {
             if j.diskFull { writeOutput("DISK FULL: the journal's disk has no room for its next segment; new items are refused until completed items free space") }
             writeOutput("journal: \(j.directory), \(j.segments) segment\(j.segments == 1 ? "" : "s") (\(j.bytesOnDisk >> 20) MiB on disk), "

@@ -68,6 +68,14 @@ struct WorkerCommand: ParsableCommand {
     @Option(help: .hidden)
     var benchHandler: String?
 
+    @OptionGroup var key: ClientKeyOption
+
+    @Option(help: ArgumentHelp("The broker's public certificate (its NAME.pub), for a broker that uses keys.", valueName: "file"))
+    var brokerKey: String?
+
+    @Option(help: ArgumentHelp("The controller's public certificate (its NAME.pub), for a controller that uses keys (with --control).", valueName: "file"))
+    var controllerKey: String?
+
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
@@ -84,6 +92,9 @@ struct WorkerCommand: ParsableCommand {
         _ = try itemTimeoutMilliseconds(itemTimeout)
         guard heartbeatMs >= 10, liveness >= 2 else { throw ValidationError("--heartbeat-ms must be at least 10 and --liveness at least 2") }
         if let problem = QueueName.problem(queue) { throw ValidationError("--queue: \(problem)") }
+        _ = try key.security(serverKey: brokerKey, serverFlag: "--broker-key")
+        // --controller-key without --control is let be: DROVER_CONTROLLER_KEY may be set for a shell.
+        if controllerKey != nil && control != nil { _ = try key.security(serverKey: controllerKey, serverFlag: "--controller-key") }
     }
 
     func run() throws {
@@ -119,6 +130,8 @@ struct WorkerCommand: ParsableCommand {
         options.heartbeatMilliseconds = heartbeatMs
         options.liveness = liveness
         options.readyFile = readyFile
+        options.security = try key.security(serverKey: brokerKey, serverFlag: "--broker-key")
+        if controllerKey != nil && control != nil { options.controlSecurity = try key.security(serverKey: controllerKey, serverFlag: "--controller-key") }
         let worker = Worker(options: options, handler: handler, logger: logger)
         let exit = try runHandlingSignals(worker)
         switch exit {

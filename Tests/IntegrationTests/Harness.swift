@@ -73,10 +73,10 @@ final class Sandbox: @unchecked Sendable {
     }
 
     /// Starts a controller; returns its publish and command endpoints once it is listening.
-    func controller(broker: String) throws -> (process: DroverProcess, publish: String, commands: String) {
+    func controller(broker: String, _ extra: [String] = []) throws -> (process: DroverProcess, publish: String, commands: String) {
         let ready = path("controller.ready")
         let process = try start("controller", ["controller", "--broker", broker, "--publish", "tcp://127.0.0.1:*",
-                                               "--bind", "tcp://127.0.0.1:*", "--ready-file", ready])
+                                               "--bind", "tcp://127.0.0.1:*", "--ready-file", ready] + extra)
         let lines = try waitForFile(ready, process: process)
         return (process, lines[0], lines[1])
     }

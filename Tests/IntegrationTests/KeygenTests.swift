@@ -41,7 +41,7 @@ extension ProcessTests {
             #expect(again.status != 0 && again.stderr.contains("exists"))
             #expect(try String(contentsOfFile: "\(dir)/web-1.key", encoding: .utf8) == secretText, "the key was kept")
             let bad = try sandbox.run(["keygen", "x", "--role", "root", "--dir", dir])
-            #expect(bad.status != 0 && bad.stderr.contains("--role must be one of producer, worker, admin, controller"))
+            #expect(bad.status != 0 && bad.stderr.contains("--role must be one of producer, worker, admin, controller, broker"))
         }
     }
 }

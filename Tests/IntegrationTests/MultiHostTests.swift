@@ -23,7 +23,7 @@ extension ProcessTests {
         func coordinatedExit() throws {
             let fleet = try MultiHostFleet("exit")
             defer { fleet.tearDown() }
-            let exit = try fleet.sandbox.run(["exit", "--controller", fleet.commands, "--deadline", "10"],
+            let exit = try fleet.sandbox.run(["exit", "--controller", fleet.commands, "--deadline", "10"] + fleet.keys.client("admin", broker: false, controller: true),
                                              timeout: 60, namespace: fleet.lab["producer"].namespace)
             #expect(exit.status == 0, "\(exit.stderr)")
             for (host, worker) in fleet.workers {
@@ -40,7 +40,7 @@ extension ProcessTests {
             let fleet = try MultiHostFleet("partition", handlerSeconds: "2")
             defer { fleet.tearDown() }
             let items = 16
-            let send = try fleet.sandbox.start("send", ["send", "--broker", fleet.broker, "--wait", "--timeout", "10"]
+            let send = try fleet.sandbox.start("send", ["send", "--broker", fleet.broker, "--wait", "--timeout", "10"] + fleet.keys.client("producer")
                                                + (1...items).map { "item-\($0)" }, namespace: fleet.lab["producer"].namespace)
             #expect(fleet.sandbox.eventually(seconds: 30) { fleet.ledger().contains { $0.worker == "host-a" } }, "host-a starts items")
             try fleet.lab.partition("host-a")
@@ -65,6 +65,37 @@ extension ProcessTests {
             }, "late outcomes from host-a are counted stale: \(counters)")
             #expect(counters["completed"] == items, "no item completed twice")
             #expect(fleet.workers["host-a"]?.exitStatus == nil, "host-a's worker rejoined without a restart")
+        }
+
+        @Test("without keys the broker admits loopback peers only: a worker on another host is refused, and admitted with --insecure")
+        func loopbackOnlyWithoutKeys() throws {
+            let lab = try NetworkLab(hosts: ["broker", "host-a"])
+            defer { lab.tearDown() }
+            let sandbox = try Sandbox("hosts-loopback")
+            defer { sandbox.tearDown() }
+            let endpoint = "tcp://\(lab["broker"].address):5555"
+            func startBroker(_ name: String, _ extra: [String]) throws -> DroverProcess {
+                let ready = sandbox.path("\(name).ready")
+                let broker = try sandbox.start(name, ["broker", "--in-memory", "--ready-file", ready] + extra, namespace: lab["broker"].namespace)
+                _ = try sandbox.waitForFile(ready, process: broker)
+                return broker
+            }
+            var broker = try startBroker("broker", [])
+            #expect(broker.stderr.contains("serving loopback peers only"))
+            let worker = try sandbox.start("host-a", ["worker", "--broker", endpoint, "--name", "host-a", "--echo"], namespace: lab["host-a"].namespace)
+            #expect(sandbox.eventually(seconds: 20) { worker.stderr.contains("admits loopback peers only") }, "the worker says why: \(worker.stderr)")
+            #expect(broker.stderr.contains("refused a connection") && broker.stderr.contains(lab["host-a"].address))
+            // The broker's own host still reaches it.
+            let local = try sandbox.run(["status", "--broker", "tcp://127.0.0.1:5555", "--json"], namespace: lab["broker"].namespace)
+            #expect(local.status == 0 && local.stdout.contains("\"mode\" : \"loopback\""), "\(local.stderr)")
+            let workers = (try? JSONSerialization.jsonObject(with: Data(local.stdout.utf8)) as? [String: Any])?["workers"] as? [Any]
+            #expect(workers?.isEmpty == true, "host-a never registered")
+
+            broker.signal(SIGKILL)
+            _ = broker.wait(seconds: 10)
+            broker = try startBroker("broker-insecure", ["--insecure"])
+            #expect(broker.stderr.contains("INSECURE"))
+            #expect(sandbox.eventually(seconds: 20) { broker.stderr.contains("worker joined") }, "with --insecure host-a registers: \(worker.stderr.suffix(1000))")
         }
 
         @Test("a broker restarted on its host is found again by the workers on the other hosts, without restarting them")
@@ -93,12 +124,15 @@ final class MultiHostFleet: @unchecked Sendable {
     var workers: [String: DroverProcess] = [:]
     let broker: String
     let commands: String
+    /// The fleet's keys: every process across hosts authenticates and encrypts (CURVE).
+    let keys: FleetKeys
     static let timing = ["--heartbeat-ms", "250", "--liveness", "4"]
 
     init(_ name: String, handlerSeconds: String = "0.2") throws {
         lab = try NetworkLab(hosts: ["broker", "controller", "host-a", "host-b", "producer"])
         do {
             sandbox = try Sandbox("hosts-\(name)")
+            keys = try FleetKeys(sandbox)
         } catch {
             lab.tearDown()
             throw error
@@ -106,10 +140,10 @@ final class MultiHostFleet: @unchecked Sendable {
         // Default ports throughout: each host has a network stack of its own.
         broker = "tcp://\(lab["broker"].address):5555"
         commands = "tcp://\(lab["controller"].address):5557"
-        brokerProcess = try Self.launchBroker(sandbox, lab, name: "broker")
+        brokerProcess = try Self.launchBroker(sandbox, lab, keys, name: "broker")
         do {
             let ready = sandbox.path("controller.ready")
-            let controller = try sandbox.start("controller", ["controller", "--broker", broker, "--ready-file", ready],
+            let controller = try sandbox.start("controller", ["controller", "--broker", broker, "--ready-file", ready] + keys.controller,
                                                namespace: lab["controller"].namespace)
             _ = try sandbox.waitForFile(ready, process: controller)
             let ledger = sandbox.path("ledger")
@@ -118,7 +152,8 @@ final class MultiHostFleet: @unchecked Sendable {
                 let ready = sandbox.path("\(host).ready")
                 workers[host] = try sandbox.start(host, [
                     "worker", "--broker", broker, "--control", "tcp://\(lab["controller"].address):5556", "--name", host,
-                    "--threads", "2", "--lookahead", "0", "--exec", handler, "--ready-file", ready] + Self.timing,
+                    "--threads", "2", "--lookahead", "0", "--exec", handler, "--ready-file", ready]
+                    + Self.timing + keys.client("worker", controller: true),
                     namespace: lab[host].namespace)
             }
             for host in ["host-a", "host-b"] { _ = try sandbox.waitForFile(sandbox.path("\(host).ready"), process: workers[host]!) }
@@ -128,26 +163,28 @@ final class MultiHostFleet: @unchecked Sendable {
         }
     }
 
-    private static func launchBroker(_ sandbox: Sandbox, _ lab: NetworkLab, name: String) throws -> DroverProcess {
+    private static func launchBroker(_ sandbox: Sandbox, _ lab: NetworkLab, _ keys: FleetKeys, name: String) throws -> DroverProcess {
         let ready = sandbox.path("\(name).ready")
-        let process = try sandbox.start(name, ["broker", "--ready-file", ready] + timing, namespace: lab["broker"].namespace)
+        let process = try sandbox.start(name, ["broker", "--ready-file", ready] + timing + keys.broker,
+                                        namespace: lab["broker"].namespace)
         _ = try sandbox.waitForFile(ready, process: process)
         return process
     }
 
     /// Starts a new broker on the broker host, on the same address.
     func startBroker(name: String) throws {
-        brokerProcess = try Self.launchBroker(sandbox, lab, name: name)
+        brokerProcess = try Self.launchBroker(sandbox, lab, keys, name: name)
     }
 
     func send(items: Int, wait: Bool) throws -> Sandbox.Finished {
-        try sandbox.run(["send", "--broker", broker, "--timeout", "10"] + (wait ? ["--wait"] : []) + (1...items).map { "item-\($0)" },
+        try sandbox.run(["send", "--broker", broker, "--timeout", "10"] + keys.client("producer") + (wait ? ["--wait"] : []) + (1...items).map { "item-\($0)" },
                         timeout: 120, namespace: lab["producer"].namespace)
     }
 
     /// The broker's status, asked from the producer host.
     func status() throws -> [String: Any] {
-        let run = try sandbox.run(["status", "--broker", broker, "--json", "--timeout", "3"], timeout: 30, namespace: lab["producer"].namespace)
+        let run = try sandbox.run(["status", "--broker", broker, "--json", "--timeout", "3"] + keys.client("producer"), timeout: 30,
+                                  namespace: lab["producer"].namespace)
         guard run.status == 0 else { throw HarnessError("drover status failed: \(run.stderr)") }
         return try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any] ?? [:]
     }

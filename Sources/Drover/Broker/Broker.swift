@@ -44,8 +44,13 @@ public final class Broker: Sendable {
 
     /// Binds and serves until ``stop()``. Throws when the endpoint cannot be bound.
     public func run() throws {
+        // The ZAP handler first: the socket refuses everyone until it is bound.
+        let serverGuard = try ServerGuard(options.security, context: context, logger: logger)
+        defer { serverGuard.stop() }
         // Bounded linger: last replies (a goodbye acknowledgement) go out as the broker stops.
         let socket = try ZMQSocket(context, type: .router, linger: 500)
+        try options.security.configure(socket)
+        let monitor = try socket.monitor(ServerWatch.events)
         try socket.set(.routerMandatory(true))
         try socket.set(.routerHandover(true))
         try socket.set(.maxMessageSize(bytes: options.maxFrameBytes))
@@ -81,10 +86,14 @@ public final class Broker: Sendable {
         if let path = options.readyFile { try writeReadyFile(path, lines: [endpoint]) }
 
         var loop = BrokerLoop(options: options, socket: socket, logger: logger, dispatcher: dispatcher, journal: journal)
+        loop.serverGuard = serverGuard
+        loop.serverWatch = ServerWatch(guarding: serverGuard, logger: logger)
+        options.security.logMode(logger, anyone: "anyone who can reach \(options.bind) may submit items, take work and read results")
         if let opened { loop.recovered = (opened.recoveredItems, opened.recoverySeconds) }
         var poller = ZMQPoller()
         let socketIndex = poller.add(socket)
         let wakeIndex = poller.add(fileDescriptor: wakeup.fileDescriptor)
+        let monitorIndex = poller.add(monitor)
         let heartbeat = Int64(options.heartbeatMilliseconds)
         var nextTick = monotonicMilliseconds() + heartbeat
 
@@ -93,6 +102,7 @@ public final class Broker: Sendable {
             let ready = try poller.poll(timeout: Int(max(0, wakeAt - monotonicMilliseconds())))
             if ready[wakeIndex] { wakeup.clear() }
             if ready[socketIndex] { try loop.receiveAvailable() }
+            if ready[monitorIndex] { try loop.serverWatch?.drain(monitor, now: monotonicMilliseconds()) }
             let now = monotonicMilliseconds()
             loop.dispatcher.releaseDueRetries(now: now)
             if now >= nextTick {
@@ -106,7 +116,10 @@ public final class Broker: Sendable {
                 loop.refuseUnsynced(failure)
                 logger.critical("the journal failed; refusing items and stopping (restart the broker to replay what is on disk)",
                                 metadata: ["error": "\(failure)"])
+                socket.stopMonitor()
+                monitor.close()
                 socket.close()
+                serverGuard.stop()
                 if ownsContext { context.terminate() }
                 throw DroverError.cannotWrite(options.dataDirectory ?? "", "the journal failed: \(failure.detail) (\(failure.operation) \(failure.path))")
             }
@@ -120,7 +133,10 @@ public final class Broker: Sendable {
             "items-held": "\(held)",
             "note": "\(held == 0 ? "nothing held" : journal == nil ? "this in-memory broker keeps no journal: the items it held are gone" : "the journal keeps them for the next start")",
         ])
+        socket.stopMonitor()
+        monitor.close()
         socket.close()
+        serverGuard.stop()
         if ownsContext { context.terminate() }
     }
 }

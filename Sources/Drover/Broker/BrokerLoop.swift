@@ -17,6 +17,13 @@ struct BrokerLoop {
     /// Messages that met a full pipe (`EAGAIN`), retried on the next turn.
     var backlog: [Outgoing] = []
     var malformed = MalformedMessages()
+    /// Messages refused for their key's role, or because their key was revoked.
+    var refusedMessages = 0
+    /// The ZAP handler guarding the socket (its refusals, for status).
+    var serverGuard: ServerGuard?
+    /// The socket's connections: handshakes that fail before authentication, and the count.
+    var serverWatch: ServerWatch?
+    private var refusalLog = RateLimitedLog()
     /// The journal's files, when the broker keeps one.
     let journal: JournalStore?
     /// Messages that tell a producer its items are safe (`accepted`, `result`) or that change
@@ -41,13 +48,31 @@ struct BrokerLoop {
     }
 
     mutating func receiveAvailable() throws {
+        let security = options.security
         for _ in 0..<BrokerOptions.receiveBatch {
-            guard let frames = try socket.receive(dontWait: true) else { return }
-            handle(frames, now: monotonicMilliseconds())
+            if security.usesKeys {
+                // Every message carries the key its connection authenticated with: its role is
+                // looked up now, so a key removed from --authorized-keys is refused at once.
+                guard let (frames, userID) = try socket.receive(dontWait: true, property: "User-Id") else { return }
+                handle(frames, now: monotonicMilliseconds(), sender: security.role(ofUserID: userID).map(Sender.key) ?? .revoked(userID ?? ""))
+            } else {
+                guard let frames = try socket.receive(dontWait: true) else { return }
+                handle(frames, now: monotonicMilliseconds())
+            }
         }
     }
 
-    mutating func handle(_ frames: [Frame], now: Int64) {
+    /// Who sent a message, as far as the broker can trust it.
+    enum Sender {
+        /// No keys: anyone the ZAP handler admitted (loopback, or everyone with --insecure).
+        case anyone
+        /// A key with this role.
+        case key(Certificate.Role)
+        /// A key no longer in --authorized-keys.
+        case revoked(String)
+    }
+
+    mutating func handle(_ frames: [Frame], now: Int64, sender: Sender = .anyone) {
         guard frames.count >= 2 else { return }  // a ROUTER always prepends the identity
         let peer = frames[0]
         let message: DroverMessage
@@ -55,6 +80,10 @@ struct BrokerLoop {
         case .success(let decoded): message = decoded
         case .failure(let error):
             send(peer, .error(error.wireCode, error.detail))
+            return
+        }
+        if let refusal = refusal(of: message, from: sender, now: now) {
+            send(peer, .error(.notAllowed, refusal))
             return
         }
         // A hello resets the worker itself (credit included), so it is not a sign to resume.
@@ -100,6 +129,7 @@ struct BrokerLoop {
             status.bytesHeld = dispatcher.bytesHeld
             status.bytesInMemory = dispatcher.bytesInMemory
             status.memoryLimitBytes = options.memoryLimitBytes
+            status.security = securityStatus()
             send(peer, .statusReply(jsonText(status)))
         case .deadLetters(let request):
             send(peer, .deadLetterReply(dispatcher.deadLetters(request, now: now)))
@@ -111,6 +141,39 @@ struct BrokerLoop {
              .exitFinished, .deadLetterReply:
             send(peer, .error(.notAllowed, "the broker does not accept \(message.command) messages"))
         }
+    }
+
+    /// Why `message` is refused from `sender`, or nil; refusals are counted and logged
+    /// (rate-limited).
+    private mutating func refusal(of message: DroverMessage, from sender: Sender, now: Int64) -> String? {
+        let reason: String, subject: String
+        switch sender {
+        case .anyone:
+            return nil
+        case .key(let role):
+            guard let refused = Access.brokerRefusal(role, message) else { return nil }
+            reason = refused
+            subject = "\(role.rawValue) \(message.command)"
+        case .revoked(let key):
+            reason = "this key is no longer authorized (it was removed from the broker's --authorized-keys)"
+            subject = key
+        }
+        refusedMessages += 1
+        let (log, suppressed) = refusalLog.admit(subject, now: now)
+        if log {
+            logger.warning("refused a message", metadata: ["command": "\(message.command)", "reason": "\(reason)",
+                                                           "refused-since-last-line": "\(suppressed)"])
+        }
+        return reason
+    }
+
+    /// The security part of `drover status`.
+    func securityStatus() -> BrokerStatus.Security {
+        let security = options.security
+        return BrokerStatus.Security(mode: security.usesKeys ? "keys" : security.insecure ? "insecure" : "loopback",
+                                     authorizedKeys: security.authorizedKeys?.count ?? 0,
+                                     refusedHandshakes: (serverGuard?.refusedHandshakes ?? 0) + (serverWatch?.failedHandshakes ?? 0),
+                                     refusedMessages: refusedMessages)
     }
 
     /// The journal's part of `drover status`.

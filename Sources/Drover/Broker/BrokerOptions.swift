@@ -38,6 +38,8 @@ public struct BrokerOptions: Sendable {
     public var memoryLimitBytes = BrokerOptions.defaultMemoryLimit
     /// Most payload bytes held in all (memory or disk); 0 for no limit but the disk.
     public var maxHeldBytes = 0
+    /// Who may connect, and what each key may do. Default: no keys, loopback peers only.
+    public var security = ServerSecurity.loopbackOnly
 
     public init() {}
 }

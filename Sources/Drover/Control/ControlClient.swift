@@ -12,28 +12,55 @@ public final class ControlClient {
     private let endpoint: String
     private let role: String
     private let timeoutSeconds: Double
+    /// Handshake outcomes: a refused key or a wrong server key is said as such.
+    private let monitor: ZMQSocket
+    private var handshakes: HandshakeWatch
 
     /// Connects to `endpoint`, the controller's command endpoint or the broker (named by `role`
-    /// in messages). `timeoutSeconds` bounds the wait for the first answer.
-    public init(endpoint: String, role: String, timeoutSeconds: Double, context: ZMQContext) throws {
+    /// in messages). `timeoutSeconds` bounds the wait for the first answer. `security`: keys
+    /// for a server that uses them.
+    public init(endpoint: String, role: String, timeoutSeconds: Double, context: ZMQContext, security: ClientSecurity? = nil) throws {
         if let problem = Endpoint.problem(endpoint, binding: false) { throw DroverError.badOption(problem) }
         self.endpoint = endpoint
         self.role = role
         self.timeoutSeconds = timeoutSeconds
         socket = try ZMQSocket(context, type: .dealer, linger: 500)
+        monitor = try socket.monitor(.handshakes)
+        handshakes = HandshakeWatch(server: "the \(role)", serverFlag: "--\(role)-key", usesKeys: security != nil)
+        try security.configure(socket)
         try socket.set(.immediate(true))
         try socket.set(.maxMessageSize(bytes: 16 << 20))
         try socket.connect(endpoint)
     }
 
+    deinit {
+        socket.stopMonitor()
+        monitor.close()
+    }
+
+    /// Throws at once for a handshake refusal that retrying will not cure.
+    private func checkHandshakes() throws {
+        while let event = try monitor.receiveMonitorEvent(dontWait: true) {
+            if let refusal = handshakes.note(event) { throw DroverError.refused("\(refusal) (\(endpoint))") }
+        }
+    }
+
+    /// No answer within `seconds`: says why, when a handshake failure explains it.
+    private func unreachable(seconds: Double, hint: String) -> DroverError {
+        if let failure = handshakes.lastFailure {
+            return .refused("no answer from the \(role) at \(endpoint) within \(formatSeconds(seconds)): \(failure)")
+        }
+        return .unreachable(role, endpoint, seconds: seconds, hint: hint)
+    }
+
     /// Sends `message` once the connection is up, or throws ``DroverError/anyUnreachable``.
     private func sendWhenConnected(_ message: DroverMessage, hint: String) throws {
         let limit = monotonicMilliseconds() + Int64(timeoutSeconds * 1000)
-        // With ZMQ_IMMEDIATE a send fails with EAGAIN until the TCP connection is made.
+        // With ZMQ_IMMEDIATE a send fails with EAGAIN until the connection (its handshake
+        // included) is made.
         while !(try socket.send(Codec.encode(message), dontWait: true)) {
-            guard monotonicMilliseconds() < limit else {
-                throw DroverError.unreachable(role, endpoint, seconds: timeoutSeconds, hint: hint)
-            }
+            try checkHandshakes()
+            guard monotonicMilliseconds() < limit else { throw unreachable(seconds: timeoutSeconds, hint: hint) }
             usleep(20_000)
         }
     }
@@ -45,8 +72,9 @@ public final class ControlClient {
         let limit = monotonicMilliseconds() + milliseconds
         while true {
             let left = limit - monotonicMilliseconds()
-            guard left > 0 else { throw DroverError.unreachable(role, endpoint, seconds: Double(milliseconds) / 1000, hint: hint) }
-            if try poller.poll(timeout: Int(left))[0], let frames = try socket.receive(dontWait: true) {
+            guard left > 0 else { throw unreachable(seconds: Double(milliseconds) / 1000, hint: hint) }
+            try checkHandshakes()
+            if try poller.poll(timeout: Int(min(left, 100)))[0], let frames = try socket.receive(dontWait: true) {
                 do {
                     return try Codec.decode(frames)
                 } catch {

@@ -21,6 +21,12 @@ public struct ControllerOptions: Sendable {
     public var exitGraceMilliseconds: Int64 = 5000
     /// A file to write the bound endpoints to once listening (publish, then command).
     public var readyFile: String? = nil
+    /// Who may connect to its publisher and command endpoint, and what each key may do.
+    /// Default: no keys, loopback peers only.
+    public var security = ServerSecurity.loopbackOnly
+    /// Its keys towards a broker that uses them: its own certificate (role controller) and
+    /// the broker's public key.
+    public var brokerSecurity: ClientSecurity? = nil
 
     public init(broker: String) {
         self.broker = broker
@@ -42,6 +48,8 @@ public final class Controller: Sendable {
     static let statusPollMilliseconds: Int64 = 200
     /// How long a stopping controller keeps going to finish reporting an exit.
     static let finalReportMilliseconds: Int64 = 2000
+    /// How often a refused handshake with the broker is logged.
+    static let refusalLogMilliseconds: Int64 = 5000
     /// How long a stopping controller keeps its sockets open after a final exit report.
     static let finalFlushMilliseconds: Int64 = 300
     /// A broker that has not answered a status request for this long fails the exit being watched.
@@ -76,16 +84,26 @@ public final class Controller: Sendable {
         for (flag, endpoint, binding) in [("--broker", options.broker, false), ("--publish", options.publish, true), ("--bind", options.bind, true)] {
             if let problem = Endpoint.problem(endpoint, binding: binding) { throw DroverError.badOption("\(flag): \(problem)") }
         }
+        // The ZAP handler first: the sockets refuse everyone until it is bound.
+        let serverGuard = try ServerGuard(options.security, context: context, logger: logger)
+        defer { serverGuard.stop() }
         let publisher = try ZMQSocket(context, type: .pub, linger: 0)
+        try options.security.configure(publisher)
         try publisher.set(.maxMessageSize(bytes: 4096))  // it receives only subscriptions
         // A bounded linger lets the last exit report reach `drover exit` as the controller stops.
         let commands = try ZMQSocket(context, type: .router, linger: 1000)
+        try options.security.configure(commands)
         try commands.set(.routerMandatory(true))
         try commands.set(.maxMessageSize(bytes: 4096))
         for (socket, endpoint) in [(publisher, options.publish), (commands, options.bind)] {
             do { try socket.bind(endpoint) } catch { throw DroverError.cannotBind(endpoint, error.reason) }
         }
         let broker = try ZMQSocket(context, type: .dealer, linger: 0)
+        let monitor = try broker.monitor(.handshakes)
+        var handshakes = HandshakeWatch(server: "the broker", serverFlag: "--broker-key", usesKeys: options.brokerSecurity != nil)
+        var redial = Redial()
+        var lastRefusalLogged: Int64 = -Self.refusalLogMilliseconds
+        try options.brokerSecurity.configure(broker)
         try broker.set(.immediate(true))
         try broker.set(.reconnectIntervalMax(milliseconds: 2000))
         try broker.set(.maxMessageSize(bytes: 16 << 20))
@@ -93,6 +111,7 @@ public final class Controller: Sendable {
 
         let endpoints = [try publisher.lastEndpoint(), try commands.lastEndpoint()]
         logger.info("controller listening", metadata: ["publish": "\(endpoints[0])", "commands": "\(endpoints[1])", "broker": "\(options.broker)"])
+        options.security.logMode(logger, anyone: "anyone who can reach \(options.bind) may make the whole fleet exit")
         if let path = options.readyFile { try writeReadyFile(path, lines: endpoints) }
 
         var loop = ControllerLoop(options: options, logger: logger, publisher: publisher, commands: commands, broker: broker)
@@ -100,6 +119,7 @@ public final class Controller: Sendable {
         let commandIndex = poller.add(commands)
         let brokerIndex = poller.add(broker)
         let wakeIndex = poller.add(fileDescriptor: wakeup.fileDescriptor)
+        let monitorIndex = poller.add(monitor)
         loop.announce(now: monotonicMilliseconds())
         var stopRequestedAt: Int64? = nil
         while true {
@@ -116,14 +136,36 @@ public final class Controller: Sendable {
             let ready = try poller.poll(timeout: 50)
             let now = monotonicMilliseconds()
             if ready[wakeIndex] { wakeup.clear() }
-            if ready[commandIndex] { while let frames = try commands.receive(dontWait: true) { loop.command(frames, now: now) } }
+            if ready[commandIndex] {
+                if options.security.usesKeys {
+                    while let (frames, userID) = try commands.receive(dontWait: true, property: "User-Id") {
+                        loop.command(frames, now: now, role: options.security.role(ofUserID: userID))
+                    }
+                } else {
+                    while let frames = try commands.receive(dontWait: true) { loop.command(frames, now: now) }
+                }
+            }
             if ready[brokerIndex] { while let frames = try broker.receive(dontWait: true) { loop.fromBroker(frames, now: now) } }
+            if ready[monitorIndex] {
+                while let event = try monitor.receiveMonitorEvent(dontWait: true) {
+                    _ = handshakes.note(event)
+                    redial.note(event, now: now)
+                    if event.kind != .handshakeSucceeded, let failure = handshakes.lastFailure, now - lastRefusalLogged >= Self.refusalLogMilliseconds {
+                        lastRefusalLogged = now
+                        logger.error("cannot reach the broker: \(failure); still trying", metadata: ["broker": "\(options.broker)"])
+                    }
+                }
+            }
+            redial.redialIfDue(broker, endpoint: options.broker, now: now)
             loop.timers(now: now)
         }
         logger.info("controller stopping")
         publisher.close()
         commands.close()
+        broker.stopMonitor()
+        monitor.close()
         broker.close()
+        serverGuard.stop()
         if ownsContext { context.terminate() }
     }
 }
@@ -176,10 +218,22 @@ struct ControllerLoop {
         _ = try? broker.send(Codec.encode(.fleet(fleet)), dontWait: true)
     }
 
-    mutating func command(_ frames: [Frame], now: Int64) {
+    /// A request from a client; `role` is its key's when the controller uses keys (nil then
+    /// means the key was revoked).
+    mutating func command(_ frames: [Frame], now: Int64, role: Certificate.Role?? = .none) {
         guard frames.count >= 2 else { return }
         let peer = frames[0]
-        switch malformed.decodeOrError(frames[1...], from: "a client", logger: logger) {
+        let decoded = malformed.decodeOrError(frames[1...], from: "a client", logger: logger)
+        if case .some(let keyRole) = role, case .success(let message) = decoded {
+            let refusal = keyRole.map { Access.controllerRefusal($0, message) }
+                ?? "this key is no longer authorized (it was removed from the controller's --authorized-keys)"
+            if let refusal {
+                logger.warning("refused a request", metadata: ["command": "\(message.command)", "reason": "\(refusal)"])
+                reply(peer, .error(.notAllowed, refusal))
+                return
+            }
+        }
+        switch decoded {
         case .success(.exitRequest(let deadline)):
             if fleet.phase == .running {
                 fleet = FleetState(epoch: max(wallClockMilliseconds(), fleet.epoch + 1), phase: .exiting, deadlineMilliseconds: deadline)
@@ -246,7 +300,11 @@ struct ControllerLoop {
     }
 
     mutating func timers(now: Int64) {
-        if now - lastAnnounce >= Int64(options.heartbeatMilliseconds) { announce(now: now) }
+        if now - lastAnnounce >= Int64(options.heartbeatMilliseconds) {
+            announce(now: now)
+            // The status `drover status --controller` relays is at most a heartbeat old.
+            if watches.isEmpty { requestStatus(now: now) }
+        }
         guard !watches.isEmpty else { return }
         if now - lastStatusReply > Controller.brokerSilenceMilliseconds {
             for watch in watches {

@@ -27,6 +27,8 @@ public final class Producer {
     /// memory of completed ids without running them).
     private var runID = UInt64.random(in: 1...UInt64.max)
     @exclusivity(unchecked) private var welcome: Welcome?
+    /// How the handshakes with the broker went (a refused key, a wrong --broker-key).
+    @exclusivity(unchecked) private var handshakes: HandshakeWatch
     @exclusivity(unchecked) private var malformed = MalformedMessages()
     /// The current run, from ``begin(onOutcome:alsoWakeOn:)``; before the first, an empty
     /// session that ``started`` keeps unused. Not an optional: reading a property through an
@@ -55,7 +57,9 @@ public final class Producer {
         self.options = options
         self.logger = logger
         socket = try ZMQSocket(context, type: .dealer, linger: 1000)
-        monitor = try socket.monitor(.disconnected)
+        monitor = try socket.monitor([.disconnected, .handshakes])
+        handshakes = HandshakeWatch(server: "the broker", serverFlag: "--broker-key", usesKeys: options.security != nil)
+        try options.security.configure(socket)
         // No ZMQ_IMMEDIATE: with it, libzmq drops the socket's pipe when the connection is
         // remade, and a message being read from it at that moment trips libzmq 4.3.4's
         // assertion `!_more (src/fq.cpp:112)`, aborting the process. It happened to a producer
@@ -87,6 +91,9 @@ public final class Producer {
                 lastHello = now
                 _ = try socket.send(Codec.encode(.hello(.producer)), dontWait: true)
             }
+            while let event = try monitor.receiveMonitorEvent(dontWait: true) {
+                if let refusal = handshakes.note(event) { throw DroverError.refused("\(refusal) (\(options.broker))") }
+            }
             if try socketPoller.poll(timeout: 50)[0], let frames = try socket.receive(dontWait: true) {
                 switch malformed.decode(frames, from: "the broker", logger: logger) {
                 case .welcome(let w)?:
@@ -98,6 +105,9 @@ public final class Producer {
                     continue
                 }
             }
+        }
+        if let failure = handshakes.lastFailure {
+            throw DroverError.refused("no answer from the broker at \(options.broker) within \(formatSeconds(options.connectTimeoutSeconds)): \(failure)")
         }
         throw DroverError.unreachable("broker", options.broker, seconds: options.connectTimeoutSeconds,
                                       hint: "is `drover broker` running there and is the port open?")
@@ -256,6 +266,7 @@ public final class Producer {
         if ready[1] {
             while let event = try monitor.receiveMonitorEvent(dontWait: true) {
                 if event.kind == .disconnected { try session.connectionLost() }
+                if let refusal = handshakes.note(event) { throw DroverError.refused("\(refusal) (\(options.broker))") }
             }
         }
         try session.keepAlive()

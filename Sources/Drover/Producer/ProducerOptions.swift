@@ -24,6 +24,8 @@ public struct ProducerOptions: Sendable {
     /// item is safe, to offer it again after a broker restart) and keeps it from flooding a
     /// broker that is slow to accept.
     public var window = 10_000
+    /// Keys for a broker that uses them (`--key`, `--broker-key`); nil for plaintext.
+    public var security: ClientSecurity? = nil
 
     public init(broker: String) {
         self.broker = broker

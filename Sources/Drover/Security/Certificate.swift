@@ -16,6 +16,9 @@ public struct Certificate: Sendable, Equatable {
         case admin
         /// The controller's own key.
         case controller
+        /// The broker's own key (its clients know its public half; as a client, it may only
+        /// read status).
+        case broker
     }
 
     public var publicKey: String
@@ -46,6 +49,25 @@ public struct Certificate: Sendable, Equatable {
 
     /// The role this certificate names, if it names a known one.
     public var role: Role? { self[metadata: "role"].flatMap(Role.init(rawValue:)) }
+
+    /// Writes NAME.key (the secret certificate, mode 0600 from its creation) and NAME.pub in
+    /// `directory`; returns their paths. Refuses to replace either unless `replacing`.
+    @discardableResult
+    public func write(name: String, in directory: String, replacing: Bool = false) throws -> (secret: String, public: String) {
+        let secretPath = "\(directory)/\(name).key", publicPath = "\(directory)/\(name).pub"
+        for path in [secretPath, publicPath] where !replacing && FileManager.default.fileExists(atPath: path) {
+            throw Problem(description: "\(path) exists; keep it, or pass --force to replace it (a replaced key must be authorized again)")
+        }
+        try? FileManager.default.removeItem(atPath: secretPath)
+        guard FileManager.default.createFile(atPath: secretPath, contents: nil, attributes: [.posixPermissions: 0o600]) else {
+            throw Problem(description: "cannot create \(secretPath)")
+        }
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: secretPath))
+        try handle.write(contentsOf: Data(text().utf8))
+        try handle.close()
+        try Data(publicOnly.text().utf8).write(to: URL(fileURLWithPath: publicPath))
+        return (secretPath, publicPath)
+    }
 
     /// The public half alone.
     public var publicOnly: Certificate { Certificate(publicKey: publicKey, secretKey: nil, metadata: metadata) }

@@ -75,6 +75,8 @@ public final class Worker: Sendable {
         var routingID: [UInt8] = Array("w-".utf8)
         for _ in 0..<12 { routingID.append(UInt8.random(in: 0...255)) }
         try broker.set(.routingID(routingID))
+        let monitor = try broker.monitor(.handshakes)
+        try options.security.configure(broker)
         try broker.set(.immediate(true))
         try broker.set(.reconnectInterval(milliseconds: 100))
         try broker.set(.reconnectIntervalMax(milliseconds: 2000))
@@ -87,6 +89,7 @@ public final class Worker: Sendable {
         if let endpoint = options.control {
             let sub = try ZMQSocket(context, type: .sub, linger: 0)
             try sub.set(.subscribe([]))
+            try options.controlSecurity.configure(sub)
             try sub.set(.reconnectIntervalMax(milliseconds: 2000))
             try sub.set(.maxMessageSize(bytes: 4096))
             try sub.connect(endpoint)
@@ -95,8 +98,10 @@ public final class Worker: Sendable {
 
         let pool = makePool()
 
-        var loop = WorkerLoop(worker: self, broker: broker, control: control, pool: pool)
+        var loop = WorkerLoop(worker: self, broker: broker, control: control, monitor: monitor, pool: pool)
         let exit = try loop.run()
+        broker.stopMonitor()
+        monitor.close()
         broker.close()
         control?.close()
         switch exit {

@@ -11,6 +11,10 @@ struct WorkerLoop {
     let worker: Worker
     let broker: ZMQSocket
     let control: ZMQSocket?
+    /// The broker connection's handshakes: a refused key is logged as such, not as silence.
+    let monitor: ZMQSocket
+    var handshakes: HandshakeWatch
+    var redial = Redial()
     var session: WorkerSession<WorkerIO>
     var malformed = MalformedMessages()
     var lastTouched: Int64 = 0
@@ -23,10 +27,12 @@ struct WorkerLoop {
     /// The longest a finished item's outcome waits in the mailbox while handler threads batch.
     static let outcomeWaitMilliseconds = 1
 
-    init(worker: Worker, broker: ZMQSocket, control: ZMQSocket?, pool: HandlerPool<HeldJob>) {
+    init(worker: Worker, broker: ZMQSocket, control: ZMQSocket?, monitor: ZMQSocket, pool: HandlerPool<HeldJob>) {
         self.worker = worker
         self.broker = broker
         self.control = control
+        self.monitor = monitor
+        handshakes = HandshakeWatch(server: "the broker", serverFlag: "--broker-key", usesKeys: worker.options.security != nil)
         session = WorkerSession(options: worker.options, ports: WorkerIO(worker: worker, broker: broker, pool: pool),
                                 logger: worker.logger, now: monotonicMilliseconds())
     }
@@ -36,6 +42,7 @@ struct WorkerLoop {
         let brokerIndex = poller.add(broker)
         let controlIndex = control.map { poller.add($0) }
         let wakeIndex = poller.add(fileDescriptor: worker.wakeup.fileDescriptor)
+        let monitorIndex = poller.add(monitor)
         session.start(now: monotonicMilliseconds())
 
         while true {
@@ -63,6 +70,7 @@ struct WorkerLoop {
                     if let exit = session.received(message, now: now) { return exit }
                 }
             }
+            if ready[monitorIndex] { try noteHandshakes(now: now) }
             if let controlIndex, ready[controlIndex], let control {
                 while let frames = try control.receive(dontWait: true) {
                     if let message = malformed.decode(frames, from: "the controller", logger: logger) {
@@ -71,12 +79,29 @@ struct WorkerLoop {
                 }
             }
             let later = monotonicMilliseconds()
+            redial.redialIfDue(broker, endpoint: options.broker, now: later)
             touchReadyFile(now: later)
             if later - lastHealthCheck >= Self.healthCheckMilliseconds {
                 lastHealthCheck = later
                 session.handler(worker.handler.health, now: later)
             }
             if let exit = session.timers(now: later) { return exit }
+        }
+    }
+
+    /// Notes the handshakes with the broker: a failure is logged when it first happens (or
+    /// changes), and then said in the session's periodic "cannot reach the broker" warning. The
+    /// worker keeps trying, since its key may yet be authorized (the broker reads its keys again
+    /// on SIGHUP).
+    mutating func noteHandshakes(now: Int64) throws {
+        while let event = try monitor.receiveMonitorEvent(dontWait: true) {
+            let before = handshakes.lastFailure
+            _ = handshakes.note(event)
+            redial.note(event, now: now)
+            session.connectionProblem = handshakes.lastFailure
+            if let failure = handshakes.lastFailure, failure != before {
+                logger.error("cannot register: \(failure); still trying", metadata: ["broker": "\(options.broker)"])
+            }
         }
     }
 

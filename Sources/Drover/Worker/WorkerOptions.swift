@@ -7,6 +7,10 @@ import Glibc
 public struct WorkerOptions: Sendable {
     /// The broker to take items from, for example `tcp://broker-host:5555`.
     public var broker: String
+    /// Keys for a broker that uses them (`--key`, `--broker-key`); nil for plaintext.
+    public var security: ClientSecurity? = nil
+    /// Keys for the controller's publisher (`--key`, `--controller-key`); nil for plaintext.
+    public var controlSecurity: ClientSecurity? = nil
     /// The controller's publish endpoint (`tcp://HOST:5556`), or `nil` to learn fleet state from
     /// the broker alone. Either path is enough; both make exit reach a worker sooner.
     public var control: String? = nil

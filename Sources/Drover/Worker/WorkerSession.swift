@@ -66,6 +66,11 @@ struct WorkerSession<Ports: WorkerPorts> {
     private(set) var sizer: LookaheadSizer
     /// Deliveries handed back while the broker was unreachable, to tell it when it is back.
     private(set) var unsentHandBack: [DeliveryRef] = []
+    /// Why the connection cannot be made, when the socket's monitor knows (a refused key):
+    /// said in the "cannot reach the broker" warning.
+    var connectionProblem: String?
+    private var lastRefusal = ""
+    private var lastRefusalLogged: Int64 = .min / 2
     /// The handler's health as the broker last heard it; nil when this registration has not.
     private var reportedHealth: HandlerHealth?
     private var fleetEpoch: UInt64 = 0
@@ -169,7 +174,12 @@ struct WorkerSession<Ports: WorkerPorts> {
                 logger.warning("the broker does not know this worker (restarted?); registering again")
                 registerAgain(now: now)
             } else {
-                logger.error("the broker refused a message", metadata: ["code": "\(code)", "reason": "\(text)"])
+                // Once per reason every few seconds: a revoked key is refused every heartbeat.
+                if text != lastRefusal || now - lastRefusalLogged >= WorkerTimings.warnEveryMilliseconds {
+                    lastRefusal = text
+                    lastRefusalLogged = now
+                    logger.error("the broker refused a message", metadata: ["code": "\(code)", "reason": "\(text)"])
+                }
             }
         case .hello, .submit, .accepted, .rejected, .result, .credit, .done, .handBack, .handlerState,
              .statusRequest, .statusReply, .exitRequest, .exitProgress, .exitFinished, .deadLetters, .deadLetterReply:
@@ -308,7 +318,7 @@ struct WorkerSession<Ports: WorkerPorts> {
             if now - lastHello >= wait { sayHello(now: now) }
             if now - startedAt >= 3000, now - lastWarned >= WorkerTimings.warnEveryMilliseconds {
                 lastWarned = now
-                logger.warning("cannot reach the broker; still trying", metadata: ["broker": "\(options.broker)"])
+                logger.warning("cannot reach the broker\(connectionProblem.map { ": \($0)" } ?? ""); still trying", metadata: ["broker": "\(options.broker)"])
             }
         case .registered:
             if now - lastHeard > liveness {

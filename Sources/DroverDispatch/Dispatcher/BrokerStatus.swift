@@ -94,6 +94,26 @@ public struct BrokerStatus: Codable, Sendable, Equatable {
         }
     }
 
+    /// How the broker admits peers.
+    public struct Security: Codable, Sendable, Equatable {
+        /// "keys" (CURVE, authorized keys only), "loopback" (no keys, loopback peers only) or
+        /// "insecure" (no keys, anyone who can reach the port).
+        public var mode: String
+        /// Keys in `--authorized-keys` now.
+        public var authorizedKeys: Int
+        /// Handshakes refused (unknown key, or a peer beyond loopback without keys), and
+        /// messages refused for their key's role or a revoked key, since the start.
+        public var refusedHandshakes: Int
+        public var refusedMessages: Int
+
+        public init(mode: String, authorizedKeys: Int, refusedHandshakes: Int, refusedMessages: Int) {
+            self.mode = mode
+            self.authorizedKeys = authorizedKeys
+            self.refusedHandshakes = refusedHandshakes
+            self.refusedMessages = refusedMessages
+        }
+    }
+
     public var fleet: Fleet
     public var queues: [Queue]
     public var workers: [Worker]
@@ -105,6 +125,7 @@ public struct BrokerStatus: Codable, Sendable, Equatable {
     public var bytesHeld: Int? = nil
     public var bytesInMemory: Int? = nil
     public var memoryLimitBytes: Int? = nil
+    public var security: Security? = nil
 }
 
 extension Dispatcher {
