@@ -15,6 +15,8 @@ final class LocalFleet: DroverService, @unchecked Sendable {
     private let children: [ChildProcess]
     private let workers: [ChildProcess]
     private let commandEndpoint: String
+    /// The keys `drover exit` would use: an admin's, with the controller's public key.
+    private let exitSecurity: ClientSecurity?
     private let deadlineMilliseconds: UInt32
     private let logger: Logger
     private let requests = Mutex<(graceful: Bool, now: Bool)>((false, false))
@@ -22,7 +24,9 @@ final class LocalFleet: DroverService, @unchecked Sendable {
     /// How often the run looks at its children and at requests.
     static let checkEveryMicroseconds: UInt32 = 50_000
 
-    init(children: [ChildProcess], workers: [ChildProcess], commandEndpoint: String, deadlineMilliseconds: UInt32, logger: Logger) {
+    init(children: [ChildProcess], workers: [ChildProcess], commandEndpoint: String, exitSecurity: ClientSecurity?,
+         deadlineMilliseconds: UInt32, logger: Logger) {
+        self.exitSecurity = exitSecurity
         self.children = children
         self.workers = workers
         self.commandEndpoint = commandEndpoint
@@ -72,10 +76,10 @@ final class LocalFleet: DroverService, @unchecked Sendable {
     /// Asks the controller for a fleet exit, on a thread of its own so that a second Ctrl-C is
     /// still seen by the run.
     private func requestExit() {
-        let endpoint = commandEndpoint, deadline = deadlineMilliseconds, logger = logger
+        let endpoint = commandEndpoint, deadline = deadlineMilliseconds, logger = logger, security = exitSecurity
         Thread.detachNewThread {
             do {
-                let client = try ControlClient(endpoint: endpoint, role: "controller", timeoutSeconds: 5, context: ZMQContext())
+                let client = try ControlClient(endpoint: endpoint, role: "controller", timeoutSeconds: 5, context: ZMQContext(), security: security)
                 let result = try client.exit(deadlineMilliseconds: deadline, wait: true) { event in
                     if event["event"] == "worker-exited" {
                         logger.info("worker exited", metadata: ["worker": "\(event["worker"] ?? "?")", "completed": "\(event["completed"] ?? "0")"])

@@ -11,6 +11,8 @@ struct UpCommand: ParsableCommand {
         discussion: """
         The broker keeps its journal in --data-dir (default: $STATE_DIRECTORY, else $XDG_STATE_HOME/drover/up, else ~/.local/state/drover/up), so starting the fleet again picks up the items it held when it stopped. --in-memory keeps none.
 
+        The fleet runs secured: a key set is made in DATA-DIR/keys on the first start and kept (broker, controller, worker, and "you", an admin key for your own commands), every connection is encrypted and authenticated, and the commands printed carry the flags to use.
+
         Prints the endpoints and the commands to use them. Ctrl-C (or `drover exit` from another terminal) shuts the fleet down in order: workers drain and exit, then the controller and the broker stop. A second Ctrl-C stops everything at once.
 
         Examples:
@@ -56,9 +58,13 @@ struct UpCommand: ParsableCommand {
     @Flag(help: "No journal: the broker keeps items in memory only, and stopping the fleet loses what it held (the less safe choice).")
     var inMemory = false
 
+    @Flag(help: "Print the environment that gives your commands this fleet's keys (eval \"$(drover up --print-env)\"), making the keys if missing, and exit.")
+    var printEnv = false
+
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
+        if printEnv { return }
         guard [exec != nil, serve != nil, echo].filter({ $0 }).count == 1 else {
             throw ValidationError("give exactly one handler: --exec 'COMMAND' (a process per item), --serve 'COMMAND' (long-lived processes) or --echo")
         }
@@ -70,12 +76,22 @@ struct UpCommand: ParsableCommand {
         }
     }
 
+    /// Where the fleet's keys live: `keys` in the data directory (also with --in-memory, so
+    /// that the printed flags stay valid from one start to the next).
+    var keysDirectory: String {
+        (dataDir ?? BrokerOptions.defaultDataDirectory(name: "up", environment: ProcessInfo.processInfo.environment)) + "/keys"
+    }
+
     /// The broker's journal directory, or nil for none.
     var journalDirectory: String? {
         inMemory ? nil : dataDir ?? BrokerOptions.defaultDataDirectory(name: "up", environment: ProcessInfo.processInfo.environment)
     }
 
     func run() throws {
+        if printEnv {
+            let keys = try LocalKeys(directory: keysDirectory)
+            return writeOutput(keys.environment)
+        }
         let logger = global.makeLogger(role: "up")
         if let exec { try ExecHandler.check(exec, flag: "--exec") }
         if let serve { try ExecHandler.check(serve, flag: "--serve") }
@@ -87,10 +103,12 @@ struct UpCommand: ParsableCommand {
         var children: [ChildProcess] = []
         let stopAll = { (children: [ChildProcess]) in for child in children.reversed() { child.stop(within: 5) } }
 
+        let keys = try LocalKeys(directory: keysDirectory)
+
         // Broker, then controller, then workers: each waits for the one before to be listening.
         let journal = journalDirectory.map { ["--data-dir", $0] } ?? ["--in-memory"]
         let broker = try ChildProcess(role: "broker", arguments: ["broker", "--bind", "tcp://\(host):\(port(0))",
-                                                                  "--ready-file", "\(directory)/broker"] + journal + global.childArguments)
+                                                                  "--ready-file", "\(directory)/broker"] + journal + keys.broker + global.childArguments)
         children.append(broker)
         let brokerEndpoint: String
         let publishEndpoint: String
@@ -100,7 +118,7 @@ struct UpCommand: ParsableCommand {
             brokerEndpoint = reachable(try waitForReadyFile("\(directory)/broker", child: broker, seconds: 10)[0], host: connectHost)
             let controller = try ChildProcess(role: "controller", arguments: [
                 "controller", "--broker", brokerEndpoint, "--publish", "tcp://\(host):\(port(1))",
-                "--bind", "tcp://\(host):\(port(2))", "--ready-file", "\(directory)/controller"] + global.childArguments)
+                "--bind", "tcp://\(host):\(port(2))", "--ready-file", "\(directory)/controller"] + keys.controller + global.childArguments)
             children.append(controller)
             let lines = try waitForReadyFile("\(directory)/controller", child: controller, seconds: 10)
             publishEndpoint = reachable(lines[0], host: connectHost)
@@ -110,7 +128,7 @@ struct UpCommand: ParsableCommand {
                                  "--threads", String(threads), "--name", "worker-\(index)", "--drain-deadline", String(deadline),
                                  "--ready-file", "\(directory)/worker-\(index)"]
                 arguments += exec.map { ["--exec", $0] } ?? serve.map { ["--serve", $0] } ?? ["--echo"]
-                let worker = try ChildProcess(role: "worker-\(index)", arguments: arguments + global.childArguments)
+                let worker = try ChildProcess(role: "worker-\(index)", arguments: arguments + keys.worker + global.childArguments)
                 children.append(worker)
                 workerProcesses.append(worker)
             }
@@ -129,14 +147,18 @@ struct UpCommand: ParsableCommand {
           journal              \(journalDirectory ?? "none (--in-memory)")
           controller publish   \(publishEndpoint)
           controller commands  \(commandEndpoint)
+          keys                 \(keys.directory) (every connection encrypted and authenticated)
         try:
-          drover send --broker \(brokerEndpoint) --queue \(queue) --wait hello world
-          drover status --broker \(brokerEndpoint)
-          drover exit --controller \(commandEndpoint)      (or Ctrl-C here)
+          drover send --broker \(brokerEndpoint) \(keys.you(server: "broker")) --queue \(queue) --wait hello world
+          drover status --broker \(brokerEndpoint) \(keys.you(server: "broker"))
+          drover exit --controller \(commandEndpoint) \(keys.you(server: "controller"))      (or Ctrl-C here)
+        or give this fleet's keys to every command of a shell at once:
+          eval "$(drover up --print-env\(dataDir.map { " --data-dir \($0)" } ?? ""))"
         """)
                 if let readyFile { try writeReadyFile(readyFile, lines: [brokerEndpoint, publishEndpoint, commandEndpoint]) }
 
         let fleet = LocalFleet(children: children, workers: workerProcesses, commandEndpoint: commandEndpoint,
+                               exitSecurity: try keys.yourSecurity(towards: "controller"),
                                deadlineMilliseconds: UInt32(deadline * 1000), logger: logger)
         try runHandlingSignals(fleet)
     }

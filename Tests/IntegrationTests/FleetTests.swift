@@ -145,10 +145,14 @@ extension ProcessTests {
             let up = try sandbox.start("up", ["up", "--workers", "2", "--threads", "2"] + handler
                                            + ["--base-port", "0", "--ready-file", ready])
             let endpoints = try sandbox.waitForFile(ready, process: up)
-            let sent = try sandbox.run(["send", "--broker", endpoints[0], "--wait", "hello", "world"])
+            #expect(up.stdout.contains("eval \"$(drover up --print-env)\""), "it says how to get its keys: \(up.stdout)")
+            let plain = try sandbox.run(["send", "--broker", endpoints[0], "x"])
+            #expect(plain.status != 0 && plain.stderr.contains("requires keys"), "the fleet runs secured: \(plain.stderr)")
+            let keys = try upEnvironment(sandbox)
+            let sent = try sandbox.run(["send", "--broker", endpoints[0], "--wait", "hello", "world"], environment: keys)
             #expect(sent.status == 0, "\(sent.stderr)")
             #expect(Set(sent.lines) == ["HELLO", "WORLD"])
-            let exit = try sandbox.run(["exit", "--controller", endpoints[2]])
+            let exit = try sandbox.run(["exit", "--controller", endpoints[2]], environment: keys)
             let upStatus = up.wait(seconds: 30)
             #expect(exit.status == 0, "\(exit.stdout)\(exit.stderr)\nthe fleet's log:\n\(up.stderr)")
             #expect(upStatus == 0, "\(up.stderr)")
@@ -210,7 +214,7 @@ extension ProcessTests {
             let ready = sandbox.path("up.ready")
             let up = try sandbox.start("up", ["up", "--workers", "2", "--echo", "--base-port", "0", "--ready-file", ready])
             let endpoints = try sandbox.waitForFile(ready, process: up)
-            let sent = try sandbox.run(["send", "--broker", endpoints[0], "--wait", "one", "two", "three"])
+            let sent = try sandbox.run(["send", "--broker", endpoints[0], "--wait", "one", "two", "three"], environment: try upEnvironment(sandbox))
             #expect(sent.status == 0, "\(sent.stderr)")
             up.signal(SIGINT)
             #expect(up.wait(seconds: 30) == 0, "\(up.stderr)")
@@ -262,4 +266,18 @@ func childProcesses(of parent: Int32) -> [Int32] {
 func isRunning(_ pid: Int32) -> Bool {
     guard let state = procStat(pid)?.first else { return false }
     return state != "Z"
+}
+
+/// The environment `drover up --print-env` prints (`export NAME='VALUE' …`), as a dictionary:
+/// the keys of the fleet `drover up` runs in `sandbox`.
+func upEnvironment(_ sandbox: Sandbox) throws -> [String: String] {
+    let printed = try sandbox.run(["up", "--print-env"])
+    guard printed.status == 0 else { throw HarnessError("drover up --print-env failed: \(printed.stderr)") }
+    var environment: [String: String] = [:]
+    for word in printed.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ").dropFirst() {
+        let parts = word.split(separator: "=", maxSplits: 1)
+        guard parts.count == 2 else { continue }
+        environment[String(parts[0])] = String(parts[1]).trimmingCharacters(in: CharacterSet(charactersIn: "'"))
+    }
+    return environment
 }
