@@ -13,6 +13,7 @@ let package = Package(
     name: "drover",
     products: [
         .executable(name: "drover", targets: ["DroverCLI"]),
+        .executable(name: "drover-fuzz", targets: ["DroverFuzz"]),
         .library(name: "Drover", targets: ["Drover"]),
         .library(name: "ZeroMQ", targets: ["ZeroMQ"]),
     ],
@@ -54,6 +55,10 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The decoders that read bytes from outside, as fuzz targets (scripts/fuzz runs them
+        // under libFuzzer; DroverFuzzingTests replays the committed corpus).
+        .target(name: "DroverFuzzing", dependencies: ["Drover", "DroverJournal", "DroverProtocol"]),
+        .executableTarget(name: "DroverFuzz", dependencies: ["DroverFuzzing"]),
         .executableTarget(
             name: "UppercaseWorker",
             dependencies: ["Drover", .product(name: "Logging", package: "swift-log")],
@@ -66,5 +71,6 @@ let package = Package(
         .testTarget(name: "DroverJournalTests", dependencies: ["DroverJournal", "DroverProtocol"]),
         .testTarget(name: "DroverTests", dependencies: ["Drover", "DroverDispatch", "DroverProtocol"]),
         .testTarget(name: "IntegrationTests", dependencies: ["DroverProtocol", "ZeroMQ"]),
+        .testTarget(name: "DroverFuzzingTests", dependencies: ["DroverFuzzing", "DroverProtocol"]),
     ]
 )
