@@ -15,6 +15,7 @@ struct BenchCommand: ParsableCommand {
           handlers    python3 under --serve and --exec, against the seed pattern
           lookahead   the default (auto) lookahead against fixed ones, and fairness
           durable     the journal: 16-byte items end to end journaled against in memory (same run), submit → accepted latency, fsyncs/s, items per fsync, bytes per item, a raw fdatasync group-commit ceiling, Redis with appendfsync always (when installed), and recovery time
+          secure      the same fleet with keys (CURVE on every connection) against plaintext, 16-byte items end to end, and the handshake's cost per connection
 
         Every figure is the median of --runs runs, with min and max. Build with -c release.
 
@@ -24,8 +25,8 @@ struct BenchCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Scenarios to run, comma-separated: throughput, latency, scaling, memory, handlers (python3 under --serve and --exec against the seed pattern), lookahead (default flags against fixed lookaheads, and fairness), durable (the journal against in memory and the disk's ceiling).")
-    var scenarios = "throughput,latency,scaling,memory,handlers,lookahead,durable"
+    @Option(help: "Scenarios to run, comma-separated: throughput, latency, scaling, memory, handlers (python3 under --serve and --exec against the seed pattern), lookahead (default flags against fixed lookaheads, and fairness), durable (the journal against in memory and the disk's ceiling), secure (keys against plaintext, and the handshake).")
+    var scenarios = "throughput,latency,scaling,memory,handlers,lookahead,durable,secure"
 
     @Option(help: "Queued items the durable scenario recovers after a restart.")
     var recoveryItems = 1_000_000
@@ -78,7 +79,7 @@ struct BenchCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
-        let known = ["throughput", "latency", "scaling", "memory", "handlers", "lookahead", "durable"]
+        let known = ["throughput", "latency", "scaling", "memory", "handlers", "lookahead", "durable", "secure"]
         for s in scenarios.split(separator: ",") where !known.contains(String(s)) {
             throw ValidationError("unknown scenario \"\(s)\"; choose from \(known.joined(separator: ", "))")
         }
@@ -118,6 +119,7 @@ struct BenchCommand: ParsableCommand {
             settings.redis = false
             settings.backlogBytes = 8 << 20
             settings.backlogLimit = 1 << 20
+            settings.secureConnections = 10
         }
         _ = global.makeLogger(role: "bench")
         #if DEBUG

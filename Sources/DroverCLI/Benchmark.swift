@@ -30,6 +30,8 @@ struct BenchSettings {
     /// `durable`: items per end-to-end run, items at 10,000/s for submit → accepted (a tenth of
     /// them at 1,000/s), queued items recovered after a restart.
     var durableItems = 300_000, acceptLatencyItems = 20_000, recoveryItems = 1_000_000
+    /// `secure`: producers that connect, one after another, to time the handshake.
+    var secureConnections = 200
     /// Whether `durable` measures Redis beside (when it is installed).
     var redis = true
     /// `durable`: a backlog of this many bytes through a broker limited to `backlogLimit` in memory.
@@ -111,6 +113,7 @@ struct BenchReport: Codable {
     var handlers: Handlers?
     var lookahead: Lookahead?
     var durable: Durable?
+    var secure: Secure?
 
     func table() -> String {
         var lines = ["drover bench — \(machine), \(date); \(workers) workers × \(threads) threads, lookahead \(fixedLookahead) (latency \(latencyLookahead)); median (min–max) of \(runs) runs"]
@@ -140,6 +143,7 @@ struct BenchReport: Codable {
             lines.append("memory       \(m.items) queued \(m.payloadBytes)-byte items: \(f(m.bytesPerItem)) bytes/item, overhead \(f(m.overheadPerItem)) bytes/item")
         }
         lines += durableTable(n, f)
+        lines += secureTable(n, f)
         lines += defaultsTable(n, f)
         return lines.joined(separator: "\n")
     }
@@ -226,6 +230,10 @@ struct Benchmark {
             report.durable = try durableScenario(items: settings.durableItems, latencyItems: settings.acceptLatencyItems,
                                                  recoveryItems: settings.recoveryItems, backlogBytes: settings.backlogBytes,
                                                  backlogLimit: settings.backlogLimit)
+        }
+        if settings.scenarios.contains("secure") {
+            progress("secure: \(settings.items) 16-byte items with keys (CURVE) and without, and \(settings.secureConnections) connections each, \(settings.runs) runs")
+            report.secure = try secureScenario(items: settings.items, connections: settings.secureConnections)
         }
         return report
     }
@@ -479,6 +487,8 @@ final class BenchFleet {
     private(set) var endpoint = ""
     private var children: [ChildProcess] = []
     private let bench: Benchmark
+    /// The fleet's keys, when it runs secured.
+    private let keys: LocalKeys?
 
     convenience init(_ bench: Benchmark, workers: Int, threads: Int, handler: String, lookahead: Int? = 1,
                      extraBrokerArguments: [String] = [], journal: Bool = false) throws {
@@ -491,13 +501,14 @@ final class BenchFleet {
     /// `journal`: the broker keeps its journal (the default) in a fresh directory under the
     /// bench's own; else it runs `--in-memory`.
     init(_ bench: Benchmark, workers: [[String]], threads: Int, lookahead: Int?, extraBrokerArguments: [String] = [],
-         journal: Bool = false) throws {
+         journal: Bool = false, keys: LocalKeys? = nil) throws {
         self.bench = bench
+        self.keys = keys
         let tag = UInt32.random(in: 0...UInt32.max)
         let ready = "\(bench.directory)/broker-\(tag)"
         let storage = journal ? ["--data-dir", "\(bench.directory)/data-\(tag)"] : ["--in-memory"]
         broker = try ChildProcess(role: "broker", arguments: ["broker", "--bind", "tcp://127.0.0.1:*", "--ready-file", ready]
-                                  + storage + extraBrokerArguments + bench.settings.childArguments)
+                                  + storage + extraBrokerArguments + (keys?.broker ?? []) + bench.settings.childArguments)
         children.append(broker)
         do {
             endpoint = try waitForReadyFile(ready, child: broker, seconds: 10)[0]
@@ -506,7 +517,8 @@ final class BenchFleet {
                 let file = "\(bench.directory)/worker-\(tag)-\(index)"
                 let worker = try ChildProcess(role: "worker", arguments: [
                     "worker", "--broker", endpoint, "--threads", "\(threads)"] + (lookahead.map { ["--lookahead", "\($0)"] } ?? [])
-                    + handler + ["--name", "bench-\(index + 1)", "--ready-file", file] + bench.settings.childArguments,
+                    + handler + ["--name", "bench-\(index + 1)", "--ready-file", file] + (keys.map { ["--key", $0.path("worker.key"), "--broker-key", $0.path("broker.pub")] } ?? [])
+                    + bench.settings.childArguments,
                     discardingOutput: true)
                 children.append(worker)
                 readyFiles.append((file, worker))
@@ -523,6 +535,7 @@ final class BenchFleet {
         var options = ProducerOptions(broker: endpoint)
         options.waitForResults = wait
         options.window = 100_000
+        options.security = try keys?.yourSecurity(towards: "broker")
         let producer = try Producer(options: options, context: bench.context, logger: bench.logger)
         try producer.connect()
         return producer

@@ -59,6 +59,13 @@ extension ProcessTests {
             let inMemory = try #require((durable["inMemory"] as? [String: Double])?["median"])
             let journaled = try #require((durable["journaled"] as? [String: Double])?["median"])
             #expect(abs(try #require(durable["ratio"] as? Double) - journaled / inMemory) < 1e-9)
+            let secure = try #require(report["secure"] as? [String: Any])
+            for key in ["plaintext", "secured", "handshakePlaintextMilliseconds", "handshakeSecuredMilliseconds"] {
+                #expect(((secure[key] as? [String: Double])?["median"] ?? 0) > 0, "secure \(key)")
+            }
+            let plaintext = try #require((secure["plaintext"] as? [String: Double])?["median"])
+            let secured = try #require((secure["secured"] as? [String: Double])?["median"])
+            #expect(abs(try #require(secure["ratio"] as? Double) - secured / plaintext) < 1e-9)
         }
 
         @Test("--no-raw measures Drover alone: its figures are there, the raw ones and the ratio are not")
