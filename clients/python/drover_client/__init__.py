@@ -6,13 +6,15 @@ Drover broker, speaking wire protocol version 1 (:mod:`drover_client.protocol`).
 import logging
 
 from ._support import BrokerLost, BrokerRefused, BrokerUnreachable, DroverError
+from .keys import ClientKeys, HandshakeRefused, KeyProblem
 from .producer import Producer, Result
 from .worker import Handler, WorkItem, Worker
 from .worker_session import WorkerExit
 
 __all__ = [
     "Producer", "Result", "Worker", "WorkItem", "WorkerExit", "Handler",
-    "DroverError", "BrokerUnreachable", "BrokerLost", "BrokerRefused",
+    "DroverError", "BrokerUnreachable", "BrokerLost", "BrokerRefused", "HandshakeRefused",
+    "ClientKeys", "KeyProblem",
 ]
 
 __version__ = "0.1.0"

@@ -20,6 +20,7 @@ from typing import Dict, Iterator, List, Optional
 import zmq
 
 from ._support import DroverError
+from .keys import ClientKeys
 from .producer import Producer, Result
 from .worker import Handler, Worker
 
@@ -49,6 +50,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     worker.add_argument("--drain-deadline", type=float, default=30.0,
                         help="seconds a SIGTERM drain lets running items finish (default 30)")
     worker.add_argument("--ready-file", help="write the worker's name here once the broker has welcomed it")
+    add_key_options(worker, controller=True)
     worker.add_argument("handler", metavar="MODULE:FUNCTION", help="the handler, e.g. mypackage.tasks:resize")
 
     send = commands.add_parser("send", help="send items (arguments, --file, or stdin lines)",
@@ -65,6 +67,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                       help="seconds to keep reconnecting to a broker that went away")
     send.add_argument("--item-timeout", type=float,
                       help="seconds each item may run once a worker starts it (a worker's own --item-timeout also applies; the smaller wins)")
+    add_key_options(send, controller=False)
     send.add_argument("items", nargs="*", help="items to send; without items or --file, stdin is read")
 
     args = parser.parse_args(argv)
@@ -77,6 +80,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (DroverError, ValueError, TimeoutError, ImportError, zmq.ZMQError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+
+
+def add_key_options(command: argparse.ArgumentParser, controller: bool) -> None:
+    """``--key`` and ``--broker-key`` (and a worker's ``--controller-key``), as ``drover`` has
+    them, with the same environment defaults."""
+    command.add_argument("--key", default=os.environ.get("DROVER_KEY") or None, metavar="FILE",
+                         help="this peer's secret certificate (NAME.key from drover keygen), for a broker that uses "
+                              "keys; give the broker's public certificate with --broker-key (env DROVER_KEY)")
+    command.add_argument("--broker-key", default=os.environ.get("DROVER_BROKER_KEY") or None, metavar="FILE",
+                         help="the broker's public certificate (its NAME.pub), with --key (env DROVER_BROKER_KEY)")
+    if controller:
+        command.add_argument("--controller-key", default=os.environ.get("DROVER_CONTROLLER_KEY") or None, metavar="FILE",
+                             help="the controller's public certificate (its NAME.pub), for a controller that uses keys "
+                                  "(with --control and --key; env DROVER_CONTROLLER_KEY)")
 
 
 def load_handler(spec: str) -> Handler:
@@ -98,9 +115,16 @@ def load_handler(spec: str) -> Handler:
 def run_worker(args: argparse.Namespace) -> int:
     if not 1 <= args.threads <= 1024 or not 0 <= args.lookahead <= 10_000:
         raise ValueError("--threads must be between 1 and 1024 and --lookahead between 0 and 10000")
+    keys = ClientKeys.from_options(args.key, args.broker_key)
+    control_keys = None
+    if args.controller_key is not None:
+        if args.control is None:
+            raise ValueError("--controller-key is for --control: give the controller's publish endpoint too")
+        control_keys = ClientKeys.from_options(args.key, args.controller_key, server_flag="--controller-key")
     worker = Worker(args.broker, load_handler(args.handler), queue=args.queue, threads=args.threads,
                     lookahead=args.lookahead, control=args.control, name=args.name,
-                    drain_deadline=args.drain_deadline, ready_file=args.ready_file)
+                    drain_deadline=args.drain_deadline, ready_file=args.ready_file, keys=keys,
+                    control_keys=control_keys)
     exit = worker.run_with_signals()
     return exit.exit_status
 
@@ -115,6 +139,7 @@ def _lines(stream) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
 def run_send(args: argparse.Namespace) -> int:
     if args.file and args.items:
         raise ValueError("give items as arguments or with --file, not both")
+    keys = ClientKeys.from_options(args.key, args.broker_key)
     if args.items:
         source: Iterator[bytes] = iter([item.encode("utf-8") for item in args.items])
         handle = None
@@ -123,7 +148,7 @@ def run_send(args: argparse.Namespace) -> int:
         source = _lines(handle)
 
     producer = Producer(args.broker, queue=args.queue, connect_timeout=args.timeout, item_timeout=args.item_timeout,
-                        reconnect_timeout=args.reconnect_timeout)
+                        reconnect_timeout=args.reconnect_timeout, keys=keys)
     numbers: Dict[bytes, int] = {}
     read_done = threading.Event()
     reader_error: List[BaseException] = []

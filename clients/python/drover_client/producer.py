@@ -28,6 +28,7 @@ from zmq.utils.monitor import recv_monitor_message
 from . import protocol as p
 from ._support import (BrokerLost, BrokerRefused, BrokerUnreachable, DroverError, Wakeup,
                        configure_broker_socket, default_peer_name, monotonic_ms)
+from .keys import HANDSHAKE_EVENTS, ClientKeys, HandshakeRefused, HandshakeWatch
 
 if TYPE_CHECKING:
     from ._support import Context, Socket
@@ -105,12 +106,17 @@ class Producer:
     finished): :meth:`submit` blocks while it is full, so memory stays bounded.
     ``reconnect_timeout`` is how long the broker may stay away, while items are unfinished,
     before :meth:`results` and the other calls raise :class:`BrokerLost`.
+
+    ``keys``: this producer's :class:`~drover_client.keys.ClientKeys`, for a broker that uses
+    keys (``drover broker --key … --authorized-keys …``). A broker that refuses this key, or
+    one side using keys and the other not, fails the producer at once with
+    :class:`~drover_client.keys.HandshakeRefused`, saying which.
     """
 
     def __init__(self, broker: str, *, queue: str = "default", name: Optional[str] = None,
                  connect_timeout: float = 5.0, reconnect_timeout: float = 60.0, window: int = 10_000,
                  batch_items: int = 256, batch_bytes: int = 256 * 1024, item_timeout: Optional[float] = None,
-                 context: Optional[Context] = None) -> None:
+                 context: Optional[Context] = None, keys: Optional[ClientKeys] = None) -> None:
         problem = p.queue_name_problem(queue)
         if problem:
             raise ValueError(f"queue: {problem}")
@@ -128,6 +134,7 @@ class Producer:
         self.window = window
         self.batch_items = batch_items
         self.batch_bytes = batch_bytes
+        self.keys = keys
         self._owns_context = context is None
         self._context = context or zmq.Context()
         self._run_id = secrets.token_bytes(8)
@@ -148,6 +155,8 @@ class Producer:
         self._unaccepted = 0
         self._welcome: Optional[p.Welcome] = None
         self._fatal: Optional[DroverError] = None
+        #: How the handshakes with the broker went (a refused key, a wrong broker key).
+        self._handshakes = HandshakeWatch(uses_keys=keys is not None)
         self._pending_since = 0
         self._closing = False
         self._closed = False
@@ -178,7 +187,10 @@ class Producer:
         """Starts the I/O thread if needed and waits for the broker's ``welcome``.
 
         Raises :class:`BrokerUnreachable` ("cannot reach the broker at …") when none comes
-        within ``timeout`` seconds (default: ``connect_timeout``).
+        within ``timeout`` seconds (default: ``connect_timeout``), or, when a failed handshake
+        explains the silence, "no answer from the broker at … within N s: " and why. Raises
+        :class:`~drover_client.keys.HandshakeRefused` at once when the broker refuses this key,
+        or requires keys this producer was not given (or the other way round).
         """
         limit = self.connect_timeout if timeout is None else timeout
         with self._changed:
@@ -188,6 +200,9 @@ class Producer:
                 self._thread = threading.Thread(target=self._io_thread, name="drover-producer-io", daemon=True)
                 self._thread.start()
             if not self._changed.wait_for(lambda: self._welcome is not None or self._fatal is not None, limit):
+                failure = self._handshakes.last_failure
+                if failure is not None:
+                    raise BrokerUnreachable(f"no answer from the broker at {self.broker} within {limit:g} s: {failure}")
                 raise BrokerUnreachable(
                     f"cannot reach the broker at {self.broker}: no answer to hello within {limit:g} s "
                     "(is `drover broker` running there and is the port open?)")
@@ -326,7 +341,9 @@ class Producer:
         # No ZMQ_IMMEDIATE, like the Swift producer: what a dropped connection loses is offered
         # again anyway, and the monitor below says when that happened.
         configure_broker_socket(sock, immediate=False, heartbeat_ms=DEFAULT_HEARTBEAT_MS, liveness=DEFAULT_LIVENESS)
-        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        if self.keys is not None:
+            self.keys.apply(sock)
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | HANDSHAKE_EVENTS)
         sock.connect(self.broker)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
@@ -348,6 +365,10 @@ class Producer:
                             event = recv_monitor_message(monitor)
                             if event["event"] == zmq.EVENT_DISCONNECTED:
                                 self._connection_lost()
+                            refusal = self._handshakes.note(event["event"], event["value"])
+                            if refusal is not None and self._fatal is None:
+                                # Final: libzmq does not retry a connection refused this way.
+                                self._fatal = HandshakeRefused(f"{refusal} ({self.broker})")
                     now = monotonic_ms()
                     self._keep_alive(sock, now)
                     self._send_due(sock, now)

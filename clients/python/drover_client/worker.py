@@ -19,10 +19,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Deque, List, Optional, Sequence, Union
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from . import protocol as p
 from ._support import (Wakeup, configure_broker_socket, default_peer_name, monotonic_ms, write_ready_file)
-from .worker_session import DEFAULT_HEARTBEAT_MS, DEFAULT_LIVENESS, WorkerExit, WorkerPorts, WorkerSession
+from .keys import HANDSHAKE_EVENTS, ClientKeys, HandshakeWatch, Redial
+from .worker_session import (DEFAULT_HEARTBEAT_MS, DEFAULT_LIVENESS, WARN_EVERY_MS, WorkerExit, WorkerPorts,
+                             WorkerSession)
 
 if TYPE_CHECKING:
     from ._support import Context, Socket
@@ -174,12 +177,19 @@ class Worker:
     too). ``drain_deadline``: seconds a drain started by :meth:`drain` or a signal lets running
     items finish (a fleet exit carries its own). ``ready_file``: written with the worker's
     name once the broker has welcomed it.
+
+    ``keys``: this worker's :class:`~drover_client.keys.ClientKeys`, for a broker that uses
+    keys; ``control_keys``: the same for the controller's publisher (its own public key as the
+    server key), when that uses keys. A refused handshake (a key not, or no longer, authorized;
+    keys on one side only) is logged, at most every 5 s, and the worker keeps trying: it
+    connects afresh 2 s after each refusal, so a key the broker authorizes later (SIGHUP) gets in.
     """
 
     def __init__(self, broker: str, handler: Handler, queue: str = "default", threads: int = 2,
                  lookahead: int = 1, control: Optional[str] = None, *, name: Optional[str] = None,
                  drain_deadline: float = 30.0, ready_file: Optional[str] = None,
-                 context: Optional[Context] = None) -> None:
+                 context: Optional[Context] = None, keys: Optional[ClientKeys] = None,
+                 control_keys: Optional[ClientKeys] = None) -> None:
         problem = p.queue_name_problem(queue)
         if problem:
             raise ValueError(f"queue: {problem}")
@@ -196,6 +206,8 @@ class Worker:
         self.name = name or default_peer_name()
         self.drain_deadline = drain_deadline
         self.ready_file = ready_file
+        self.keys = keys
+        self.control_keys = control_keys
         self._context = context
         self._wakeup = Wakeup()
         self._mailbox_lock = threading.Lock()
@@ -257,10 +269,15 @@ class Worker:
         # handover). Not starting with a zero byte, which ZeroMQ reserves.
         configure_broker_socket(sock, immediate=True, heartbeat_ms=DEFAULT_HEARTBEAT_MS, liveness=DEFAULT_LIVENESS,
                                 routing_id=b"w-" + os.urandom(12))
+        if self.keys is not None:
+            self.keys.apply(sock)
+        monitor = sock.get_monitor_socket(HANDSHAKE_EVENTS)
         sock.connect(self.broker)
         sub: Optional[Socket] = None
         if self.control:
             sub = context.socket(zmq.SUB)
+            if self.control_keys is not None:
+                self.control_keys.apply(sub)
             sub.setsockopt(zmq.LINGER, 0)
             sub.setsockopt(zmq.SUBSCRIBE, b"")
             sub.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
@@ -269,9 +286,13 @@ class Worker:
         pool = _HandlerPool(self.threads, self._run_item)
         exit: Optional[WorkerExit] = None
         try:
-            exit = self._loop(sock, sub, pool)
+            exit = self._loop(sock, monitor, sub, pool)
             return exit
         finally:
+            # The monitor first: libzmq sends its events blockingly, so one nobody reads could
+            # stall the socket's linger.
+            sock.disable_monitor()
+            monitor.close(linger=0)
             sock.close(linger=1000)
             if sub is not None:
                 sub.close()
@@ -279,12 +300,16 @@ class Worker:
             pool.close(join_seconds=5 if drained else None)
             log.info("worker exited: %s", exit.reason if exit else "error")
 
-    def _loop(self, sock: Socket, sub: Optional[Socket], pool: _HandlerPool) -> WorkerExit:
+    def _loop(self, sock: Socket, monitor: Socket, sub: Optional[Socket], pool: _HandlerPool) -> WorkerExit:
         ports = _Ports(self, sock, pool)
         session = WorkerSession(name=self.name, queue=self.queue, threads=self.threads, lookahead=self.lookahead,
                                 ports=ports, now=monotonic_ms())
+        handshakes = HandshakeWatch(uses_keys=self.keys is not None)
+        redial = Redial()
+        last_warned = -WARN_EVERY_MS
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         if sub is not None:
             poller.register(sub, zmq.POLLIN)
         poller.register(self._wakeup.fileno, zmq.POLLIN)
@@ -310,6 +335,18 @@ class Worker:
                     exit = session.received(message, now)
                     if exit is not None:
                         return exit
+            if monitor in ready:
+                while monitor.poll(0):
+                    event = recv_monitor_message(monitor)
+                    handshakes.note(event["event"], event["value"])
+                    redial.note(event["event"], now)
+                    failure = handshakes.last_failure
+                    if event["event"] != zmq.EVENT_HANDSHAKE_SUCCEEDED and failure is not None \
+                            and now - last_warned >= WARN_EVERY_MS:
+                        last_warned = now
+                        log.error("cannot register with the broker at %s: %s; still trying", self.broker, failure)
+            if redial.redial_if_due(sock, self.broker, monotonic_ms()):
+                log.debug("connecting to the broker at %s afresh after a refused handshake", self.broker)
             if sub is not None and sub in ready:
                 for message in self._receive(sub, "the controller"):
                     session.received_from_controller(message, now)

@@ -222,6 +222,15 @@ class Sandbox:
         self.wait_for_file(ready, process)
         return process
 
+    def keygen(self, name: str, role: str, directory: str = "keys") -> Tuple[str, str]:
+        """``drover keygen NAME --role ROLE`` into ``directory`` of the sandbox (made if
+        missing); returns the paths of NAME.key (secret) and NAME.pub."""
+        path = self.directory / directory
+        path.mkdir(exist_ok=True)
+        made = self.run_drover(["keygen", name, "--role", role, "--dir", str(path)], timeout=30)
+        self.test.assertEqual(made.status, 0, made.stderr)
+        return str(path / f"{name}.key"), str(path / f"{name}.pub")
+
     def status(self, broker: str) -> dict:
         """The broker's books (``drover status --json``)."""
         finished = self.run_drover(["status", "--broker", broker, "--json"], timeout=30)
