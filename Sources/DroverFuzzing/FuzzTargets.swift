@@ -47,7 +47,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
 
     /// Frames from fuzz bytes: each a 2-byte big-endian length and that many bytes (the last
     /// one cut short if the bytes end).
-    static func frames(_ data: ArraySlice<UInt8>) -> [[UInt8]] {
+    public static func frames(_ data: ArraySlice<UInt8>) -> [[UInt8]] {
         var frames: [[UInt8]] = []
         var at = data.startIndex
         while at + 1 < data.endIndex {

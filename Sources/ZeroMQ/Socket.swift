@@ -58,13 +58,13 @@ public final class ZMQSocket {
         _ = try zmqCall("zmq_connect(\(endpoint))") { zmq_connect(handle, endpoint) }
     }
 
-    /// The endpoint this socket last bound, with a wildcard port resolved (`tcp://127.0.0.1:41234`).
     /// Drops the connection to `endpoint` (what is queued for it is discarded); `connect` again
     /// to start over. The corresponding C function is `zmq_disconnect`.
     public func disconnect(_ endpoint: String) throws(ZMQError) {
         _ = try zmqCall("zmq_disconnect(\(endpoint))") { zmq_disconnect(handle, endpoint) }
     }
 
+    /// The endpoint this socket last bound, with a wildcard port resolved (`tcp://127.0.0.1:41234`).
     /// The corresponding C function is `zmq_getsockopt(ZMQ_LAST_ENDPOINT)`.
     public func lastEndpoint() throws(ZMQError) -> String {
         var buffer = [CChar](repeating: 0, count: 1024)

@@ -25,20 +25,8 @@ struct CorpusTests {
     func seedsDecode() throws {
         for message in FuzzSeeds.messages() {
             let bytes = FuzzTarget.encode(message: message)
-            let frames = [ProtocolVersion.signature, [bytes[0]]] + Self.frames(bytes.dropFirst())
+            let frames = [ProtocolVersion.signature, [bytes[0]]] + FuzzTarget.frames(bytes.dropFirst())
             #expect(try Codec.decode(frames) == message)
         }
-    }
-
-    static func frames(_ data: ArraySlice<UInt8>) -> [[UInt8]] {
-        var frames: [[UInt8]] = []
-        var at = data.startIndex
-        while at + 1 < data.endIndex {
-            let length = Int(data[at]) << 8 | Int(data[at + 1])
-            at += 2
-            frames.append(Array(data[at..<min(at + length, data.endIndex)]))
-            at += length
-        }
-        return frames
     }
 }
